@@ -17,6 +17,7 @@
 
 .SUFFIXES:
 .DELETE_ON_ERROR:
+.SECONDARY:
 SHELL := /bin/bash
 
 ifeq ($(SAN),1)
@@ -48,10 +49,10 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 INCLUDES := -Icommon -Ishm -Iclientlib -Ibroker -Igpu_worker -Igpu_worker/cpu -Igpu_worker/cuda \
-            -Itools -Ibench
+            -Itools -Ibench -Itests/support
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla \
         -Wno-missing-field-initializers
-CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -fPIC -pthread -MMD -MP $(INCLUDES) \
+CFLAGS_ALL := -std=c11 -D_GNU_SOURCE= $(OPT) $(WARN) -fPIC -pthread -MMD -MP $(INCLUDES) \
               $(PKG_CFLAGS) $(CFLAGS)
 LDFLAGS_ALL := -pthread -rdynamic $(LDSAN) $(LDFLAGS)
 LDLIBS_ALL := $(PKG_LIBS) -ldl -lm $(LDLIBS)
@@ -184,7 +185,7 @@ FUZZ_SECONDS ?= 60
 build-fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC)
 	@mkdir -p $(@D)
 	$(if $(Q),@echo "  FUZZ    $@")
-	$(Q)clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined $(INCLUDES) \
+	$(Q)clang -std=c11 -D_GNU_SOURCE= -g -O1 -fsanitize=fuzzer,address,undefined $(INCLUDES) \
 	    $(PKG_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm -ldl -pthread
 fuzz: $(FUZZ_BINS)
 	@for f in $(FUZZ_BINS); do mkdir -p var/fuzz-corpus/$$(basename $$f); \

@@ -1,5 +1,5 @@
 /* eb_clock — thin wrappers over clock_gettime so callers never mix clocks or units. */
-#define _POSIX_C_SOURCE 200809L
+
 #include "eb_clock.h"
 
 #include <errno.h>
