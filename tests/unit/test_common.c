@@ -11,6 +11,7 @@
 
 #include "eb_clock.h"
 #include "eb_config.h"
+#include "eb_hash.h"
 #include "eb_log.h"
 #include "eb_status.h"
 #include "eb_test.h"
@@ -145,6 +146,35 @@ static void test_log_levels(void **state)
     assert_true(eb_log_enabled(EB_LOG_ERROR));
 }
 
+/* Expected digests computed independently with coreutils:
+ *   printf 'embroker-content-v1\nkind=raw_rgb8\nw=2\nh=1\nopts=\n\nabcdef' | sha256sum */
+static void test_content_hash_matches_definition(void **state)
+{
+    (void)state;
+    uint8_t h[EB_HASH_LEN];
+    char hex[2 * EB_HASH_LEN + 1];
+    assert_int_equal(eb_content_hash("raw_rgb8", 2, 1, NULL, "abcdef", 6, h), EB_OK);
+    assert_string_equal(eb_hex(h, EB_HASH_LEN, hex),
+                        "3f92739695a55a566df32c68bc6874e63abe2b2c73a67fb3daddbfd84d5d2023");
+    assert_int_equal(eb_content_hash("text", 0, 0, "dim=256", "hello", 5, h), EB_OK);
+    assert_string_equal(eb_hex(h, EB_HASH_LEN, hex),
+                        "84fd3e592b797cffa8de98a0a5487dd66c1e06426f1fa29bc664d4598f6c2849");
+    /* incremental == one-shot */
+    eb_hash_ctx *ctx = eb_content_hash_begin("text", 0, 0, "dim=256");
+    assert_non_null(ctx);
+    eb_content_hash_update(ctx, "hel", 3);
+    eb_content_hash_update(ctx, "lo", 2);
+    uint8_t h2[EB_HASH_LEN];
+    assert_int_equal(eb_content_hash_end(&ctx, h2), EB_OK);
+    assert_null(ctx);
+    assert_memory_equal(h, h2, EB_HASH_LEN);
+    /* options and kind are part of the hash */
+    assert_int_equal(eb_content_hash("text", 0, 0, NULL, "hello", 5, h2), EB_OK);
+    assert_memory_not_equal(h, h2, EB_HASH_LEN);
+    assert_int_equal(eb_content_hash("video", 0, 0, NULL, "x", 1, h2), EB_ERR_INVALID);
+    assert_int_equal(eb_content_hash("text", 0, 0, "a\nb", "x", 1, h2), EB_ERR_INVALID);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -154,6 +184,7 @@ int main(void)
         cmocka_unit_test(test_config_bad_file_and_flag),
         cmocka_unit_test(test_clock_monotonic),
         cmocka_unit_test(test_log_levels),
+        cmocka_unit_test(test_content_hash_matches_definition),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

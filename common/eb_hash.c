@@ -1,0 +1,86 @@
+/* eb_hash — content hashing over a canonical text header and the exact input bytes, on top of
+ * libcrypto's EVP SHA-256 (which picks the SHA-NI / AVX2 code path of the machine). */
+#include "eb_hash.h"
+
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct eb_hash_ctx {
+    EVP_MD_CTX *md;
+};
+
+static int known_kind(const char *kind)
+{
+    return kind && (strcmp(kind, "image") == 0 || strcmp(kind, "raw_rgb8") == 0 ||
+                    strcmp(kind, "text") == 0);
+}
+
+eb_hash_ctx *eb_content_hash_begin(const char *kind, uint32_t width, uint32_t height,
+                                   const char *opts)
+{
+    if (!known_kind(kind) || (opts && strchr(opts, '\n')))
+        return NULL;
+    char header[4096 + 128];
+    int n = snprintf(header, sizeof header, "embroker-content-v1\nkind=%s\nw=%u\nh=%u\nopts=%s\n\n",
+                     kind, width, height, opts ? opts : "");
+    if (n < 0 || n >= (int)sizeof header)
+        return NULL;
+    eb_hash_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return NULL;
+    ctx->md = EVP_MD_CTX_new();
+    if (!ctx->md || EVP_DigestInit_ex(ctx->md, EVP_sha256(), NULL) != 1 ||
+        EVP_DigestUpdate(ctx->md, header, (size_t)n) != 1) {
+        EVP_MD_CTX_free(ctx->md);
+        free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+void eb_content_hash_update(eb_hash_ctx *ctx, const void *bytes, size_t len)
+{
+    if (ctx && len)
+        EVP_DigestUpdate(ctx->md, bytes, len);
+}
+
+eb_status eb_content_hash_end(eb_hash_ctx **ctx, uint8_t out[EB_HASH_LEN])
+{
+    if (!ctx || !*ctx)
+        return EB_ERR_INVALID;
+    unsigned int n = 0;
+    int ok = EVP_DigestFinal_ex((*ctx)->md, out, &n);
+    EVP_MD_CTX_free((*ctx)->md);
+    free(*ctx);
+    *ctx = NULL;
+    return ok == 1 && n == EB_HASH_LEN ? EB_OK : EB_ERR_INTERNAL;
+}
+
+eb_status eb_content_hash(const char *kind, uint32_t width, uint32_t height, const char *opts,
+                          const void *bytes, size_t len, uint8_t out[EB_HASH_LEN])
+{
+    eb_hash_ctx *ctx = eb_content_hash_begin(kind, width, height, opts);
+    if (!ctx)
+        return EB_ERR_INVALID;
+    eb_content_hash_update(ctx, bytes, len);
+    return eb_content_hash_end(&ctx, out);
+}
+
+void eb_sha256(const void *bytes, size_t len, uint8_t out[EB_HASH_LEN])
+{
+    SHA256(bytes, len, out);
+}
+
+char *eb_hex(const uint8_t *bytes, size_t len, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[bytes[i] >> 4];
+        out[2 * i + 1] = digits[bytes[i] & 15];
+    }
+    out[2 * len] = '\0';
+    return out;
+}
