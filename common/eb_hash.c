@@ -59,6 +59,24 @@ eb_status eb_content_hash_end(eb_hash_ctx **ctx, uint8_t out[EB_HASH_LEN])
     return ok == 1 && n == EB_HASH_LEN ? EB_OK : EB_ERR_INTERNAL;
 }
 
+void eb_content_opts(bool normalize, uint32_t output_dim, const char *instruction,
+                     size_t instruction_len, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    if (output_dim)
+        n += (size_t)snprintf(out + n, cap - n, "dim=%u", output_dim);
+    if (instruction && instruction_len && n < cap) {
+        uint8_t digest[EB_HASH_LEN];
+        char hex[2 * EB_HASH_LEN + 1];
+        eb_sha256(instruction, instruction_len, digest);
+        n += (size_t)snprintf(out + n, cap - n, "%sinstruction_sha256=%s", n ? ";" : "",
+                              eb_hex(digest, EB_HASH_LEN, hex));
+    }
+    if (!normalize && n < cap)
+        snprintf(out + n, cap - n, "%snormalize=0", n ? ";" : "");
+}
+
 eb_status eb_content_hash(const char *kind, uint32_t width, uint32_t height, const char *opts,
                           const void *bytes, size_t len, uint8_t out[EB_HASH_LEN])
 {

@@ -7,8 +7,10 @@
  * KIND is "image" (encoded JPEG/PNG/WebP: the bytes name their own format, so the format is not
  * hashed), "raw_rgb8" or "text"; W and H are decimal pixel sizes for raw_rgb8 and 0 otherwise;
  * OPTS is the canonical list of options that change the output, "key=value" pairs sorted by key
- * and joined by ';' (empty when none), e.g. "dim=256;instruction=Given a query...". Options that do
- * not change the vector (deadline, priority) are never hashed. The header is text so a client in
+ * and joined by ';', built by eb_content_opts(): "dim=N" when an output dimension is requested,
+ * "instruction_sha256=HEX" when an instruction is given (hashed so any text is safe in the
+ * header), "normalize=0" when the raw (unnormalised) vector is requested; empty for the default
+ * request. Options that do not change the vector (deadline, priority, k) are never hashed. The header is text so a client in
  * any language can reproduce the hash (docs/protocol.md repeats this definition).
  *
  * Clients may send this hash with a request (the cache lookup then needs no worker); workers
@@ -17,6 +19,7 @@
 #ifndef EB_HASH_H
 #define EB_HASH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,6 +28,12 @@
 #define EB_HASH_LEN 32
 
 typedef struct eb_hash_ctx eb_hash_ctx;
+
+/* Canonical OPTS string for the options that change an embedding (see above) into out (cap
+ * bytes, at least EB_HASH_OPTS_MAX). output_dim 0 = full; instruction NULL or empty = none. */
+#define EB_HASH_OPTS_MAX 160
+void eb_content_opts(bool normalize, uint32_t output_dim, const char *instruction,
+                     size_t instruction_len, char *out, size_t cap);
 
 /* Compute the content hash in one call. `opts` may be NULL (no options). Returns EB_ERR_INVALID
  * for an unknown kind or an opts string containing a newline, EB_ERR_INTERNAL if libcrypto fails. */

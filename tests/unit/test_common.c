@@ -175,6 +175,24 @@ static void test_content_hash_matches_definition(void **state)
     assert_int_equal(eb_content_hash("text", 0, 0, "a\nb", "x", 1, h2), EB_ERR_INVALID);
 }
 
+static void test_content_opts_canonical(void **state)
+{
+    (void)state;
+    char opts[EB_HASH_OPTS_MAX];
+    eb_content_opts(true, 0, NULL, 0, opts, sizeof opts);
+    assert_string_equal(opts, "");
+    eb_content_opts(false, 256, NULL, 0, opts, sizeof opts);
+    assert_string_equal(opts, "dim=256;normalize=0");
+    /* sha256("abc") = ba7816bf... (FIPS 180-2 test vector) */
+    eb_content_opts(true, 0, "abc", 3, opts, sizeof opts);
+    assert_string_equal(opts,
+        "instruction_sha256=ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    eb_content_opts(false, 32, "abc", 3, opts, sizeof opts);
+    assert_string_equal(opts,
+        "dim=32;instruction_sha256=ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad;"
+        "normalize=0");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -185,6 +203,7 @@ int main(void)
         cmocka_unit_test(test_clock_monotonic),
         cmocka_unit_test(test_log_levels),
         cmocka_unit_test(test_content_hash_matches_definition),
+        cmocka_unit_test(test_content_opts_canonical),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
