@@ -77,13 +77,13 @@ eb_status eb_shm_header_check(const eb_shm_header *header, uint64_t object_size,
         what = "total_size differs from the object's size", got = header->total_size,
         want = object_size;
     } else if (header->nonce_len > EB_SHM_NONCE_MAX) {
-        what = "nonce_len", got = header->nonce_len, want = EB_SHM_NONCE_MAX;
+        what = "nonce_len exceeds the maximum", got = header->nonce_len, want = EB_SHM_NONCE_MAX;
     }
     if (!what)
         return EB_OK;
     if (err && err_len) {
         if (got || want)
-            snprintf(err, err_len, "shared-memory segment \"%s\": %s: %llu, expected %llu",
+            snprintf(err, err_len, "shared-memory segment \"%s\": %s: %llu (expected %llu)",
                      name ? name : "?", what, (unsigned long long)got, (unsigned long long)want);
         else
             snprintf(err, err_len, "shared-memory segment \"%s\": %s", name ? name : "?", what);

@@ -14,10 +14,13 @@
 
 #include "eb_status.h"
 
-/* Install the SIGBUS handler once per process (later calls do nothing). eb_shm_guard_copy calls
- * it itself; call it early yourself only to control ordering: a handler installed by someone
- * else AFTER this one replaces it and disables the guard, one installed before is chained to.
- * EB_OK, or EB_ERR_IO when sigaction fails. Thread-safe. */
+/* Make the guard's SIGBUS handler the current one, remembering the handler it replaces (faults
+ * outside guarded copies go there). Does nothing when it is already current. The first
+ * eb_shm_guard_copy calls it; call it yourself (at startup, after other libraries set up their
+ * signal handlers) when something may have installed a SIGBUS handler after the guard did: that
+ * handler would otherwise receive guarded faults and the guard would not work. Do not call it
+ * over a handler that itself chains back to ours (the two would hand a foreign fault back and
+ * forth). EB_OK, or EB_ERR_IO when sigaction fails. Thread-safe. */
 eb_status eb_shm_guard_install(void);
 
 /* Copy len bytes from src (inside a shared mapping) to dst (private memory). EB_OK, or
