@@ -1,0 +1,1434 @@
+/* embroker — the client library: one DEALER socket to the broker's frontend, an optional
+ * shared-memory segment for input bytes, and a table of requests in flight matched by id.
+ *
+ * The library has no thread of its own on the request path: submit encodes and sends at once,
+ * and replies are read whenever the application calls into the library (wait, poll, submit,
+ * heartbeat). One small background thread exists only so an idle application still heartbeats
+ * (the broker reaps the segment of a client it has not heard from for client_timeout_ms). Every
+ * public call holds the handle's lock for its whole duration and sends heartbeats itself while it
+ * waits, so the thread only runs between calls and never delays them by more than one drain.
+ *
+ * Shared memory: the segment is created at connect (ipc:// only) and registered with a
+ * REGISTER → CHALLENGE → (write nonce) → PROVE → REGISTERED handshake. Each input of a request
+ * gets its own region; regions are freed when the request completes (reply, error, cancel), never
+ * earlier, because a worker may still be copying from them. When the broker restarts (its
+ * instance id changes) every request in flight fails with EB_ERR_RESTARTED and the segment is
+ * registered again with the new broker.
+ */
+#include "embroker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "eb_clock.h"
+#include "eb_frames.h"
+#include "eb_log.h"
+#include "eb_proto.h"
+#include "eb_shm_segment.h"
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+               "embeddings travel as little-endian float32: add a byte swap for this host");
+
+enum {
+    BUCKETS = 1024, /* request id hash table */
+    MAX_INPUTS = 256,
+};
+
+typedef enum reg_state {
+    REG_OFF = 0,       /* inline only (tcp, option, or segment could not be created) */
+    REG_NONE,          /* segment exists, not registered with the current broker */
+    REG_WAIT_CHALLENGE,
+    REG_WAIT_REGISTERED,
+    REG_OK,
+    REG_FAILED,        /* broker refused: inline from now on */
+    REG_LOST,          /* connection lost: a new segment is made when it comes back */
+} reg_state;
+
+typedef struct embroker_request embroker_request;
+
+struct embroker_request {
+    embroker_t *owner;         /* NULL after the handle was closed */
+    uint64_t id;
+    bool done;
+    bool reported;             /* returned by embroker_poll */
+    bool in_done_queue;
+    eb_status status;
+    char *error;
+    size_t n;
+    embroker_result_t *results; /* (n,) once done */
+    float *embeddings;          /* all results' floats */
+    char **strings;             /* strdup'ed strings owned by the request */
+    size_t n_strings;
+    eb_shm_ref *refs;           /* regions to free on completion */
+    size_t n_refs;
+    bool used_shm;
+    int64_t submit_us;
+    embroker_timings_t timings;
+    /* links */
+    struct embroker_request *hnext;           /* hash bucket chain (pending only) */
+    struct embroker_request *prev, *next;     /* every live request of the handle */
+    struct embroker_request *dnext;           /* done queue */
+    char *health_json;                        /* health requests */
+};
+
+struct embroker {
+    embroker_options_t opt;
+    char endpoint[4200];
+    bool is_ipc;
+    void *zctx;
+    void *sock;
+    void *monitor;             /* PAIR receiving the socket's connect/disconnect events */
+    pthread_mutex_t mu;
+
+    eb_shm_segment *seg;
+    reg_state reg;
+    uint32_t seg_id, seg_epoch;
+    int64_t reg_started_us;
+    char reg_error[512];
+
+    uint64_t broker_bid;
+    uint64_t next_id;
+    int64_t last_send_us;
+    int64_t last_recv_us;
+    eb_proto_limits limits;
+
+    embroker_request *buckets[BUCKETS];
+    size_t n_pending;
+    embroker_request *all;
+    embroker_request *done_head, *done_tail;
+
+    pthread_t hb_thread;
+    bool hb_started;
+    bool hb_stop;
+    pthread_cond_t hb_cv;
+    eb_frames frames;
+};
+
+/* ---- helpers --------------------------------------------------------------------------------- */
+
+static void default_run_dir(char *buf, size_t cap)
+{
+    const char *env = getenv("EMBROKER_RUN_DIR");
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    if (env && *env)
+        snprintf(buf, cap, "%s", env);
+    else if (xdg && *xdg)
+        snprintf(buf, cap, "%s/embroker", xdg);
+    else
+        snprintf(buf, cap, "/tmp/embroker-%u", (unsigned)getuid());
+}
+
+static char *req_strdup(embroker_request *r, const char *s)
+{
+    if (!s)
+        s = "";
+    char **grown = realloc(r->strings, (r->n_strings + 1) * sizeof *grown);
+    if (!grown)
+        return NULL;
+    r->strings = grown;
+    char *d = strdup(s);
+    if (d)
+        r->strings[r->n_strings++] = d;
+    return d;
+}
+
+static void pending_insert(embroker_t *eb, embroker_request *r)
+{
+    size_t b = r->id % BUCKETS;
+    r->hnext = eb->buckets[b];
+    eb->buckets[b] = r;
+    eb->n_pending++;
+}
+
+static embroker_request *pending_take(embroker_t *eb, uint64_t id)
+{
+    embroker_request **p = &eb->buckets[id % BUCKETS];
+    while (*p) {
+        if ((*p)->id == id) {
+            embroker_request *r = *p;
+            *p = r->hnext;
+            r->hnext = NULL;
+            eb->n_pending--;
+            return r;
+        }
+        p = &(*p)->hnext;
+    }
+    return NULL;
+}
+
+static void done_queue_push(embroker_t *eb, embroker_request *r)
+{
+    r->dnext = NULL;
+    r->in_done_queue = true;
+    if (eb->done_tail)
+        eb->done_tail->dnext = r;
+    else
+        eb->done_head = r;
+    eb->done_tail = r;
+}
+
+static void done_queue_remove(embroker_t *eb, embroker_request *r)
+{
+    if (!r->in_done_queue)
+        return;
+    embroker_request *prev = NULL;
+    for (embroker_request *q = eb->done_head; q; prev = q, q = q->dnext) {
+        if (q == r) {
+            if (prev)
+                prev->dnext = q->dnext;
+            else
+                eb->done_head = q->dnext;
+            if (eb->done_tail == q)
+                eb->done_tail = prev;
+            break;
+        }
+    }
+    r->in_done_queue = false;
+}
+
+static void free_regions(embroker_t *eb, embroker_request *r)
+{
+    for (size_t i = 0; i < r->n_refs; i++)
+        if (eb && eb->seg)
+            eb_shm_segment_free(eb->seg, &r->refs[i]);
+    free(r->refs);
+    r->refs = NULL;
+    r->n_refs = 0;
+}
+
+/* Complete a (taken-from-pending) request with a whole-request status. */
+static void complete_error(embroker_t *eb, embroker_request *r, eb_status st, const char *msg)
+{
+    free_regions(eb, r);
+    r->status = st;
+    free(r->error);
+    r->error = strdup(msg ? msg : eb_status_str(st));
+    if (!r->results)
+        r->results = calloc(r->n ? r->n : 1, sizeof *r->results);
+    if (r->results)
+        for (size_t i = 0; i < r->n; i++) {
+            r->results[i].status = st;
+            r->results[i].message = r->error ? r->error : "";
+            r->results[i].worker = "";
+            r->results[i].model_rev = "";
+        }
+    r->timings.client_total_us = eb_now_us() - r->submit_us;
+    r->done = true;
+    done_queue_push(eb, r);
+}
+
+static eb_status send_msg(embroker_t *eb, const eb_proto_msg *m, zmq_msg_t *items, size_t n,
+                          char *err, size_t err_len)
+{
+    char tmp[256];
+    if (!err) {
+        err = tmp;
+        err_len = sizeof tmp;
+    }
+    /* Block briefly rather than fail: a DEALER only blocks when the pipe is full (HWM). */
+    eb_status st = eb_frames_send_msg(eb->sock, NULL, 0, m, items, n, 0, err, err_len);
+    if (st == EB_OK)
+        eb->last_send_us = eb_now_us();
+    return st;
+}
+
+static void send_heartbeat(embroker_t *eb)
+{
+    eb_proto_msg m;
+    eb_proto_msg_init(&m, EB_MSG_C_HEARTBEAT);
+    send_msg(eb, &m, NULL, 0, NULL, 0);
+}
+
+static void start_registration(embroker_t *eb)
+{
+    eb_proto_msg m;
+    eb_proto_msg_init(&m, EB_MSG_C_REGISTER);
+    m.u.reg.segment = eb_shm_segment_name(eb->seg);
+    m.u.reg.size = eb_shm_segment_size(eb->seg);
+    char err[256];
+    if (send_msg(eb, &m, NULL, 0, err, sizeof err) != EB_OK) {
+        eb_log_warn("client_register_send_failed", "reason=\"%s\"", err);
+        return;
+    }
+    eb->reg = REG_WAIT_CHALLENGE;
+    eb->reg_started_us = eb_now_us();
+}
+
+/* Everything in flight is lost: the broker restarted (new instance id) or the connection
+ * dropped (a reconnected DEALER is a new peer to the broker, so replies addressed to the old one
+ * can never arrive). `keep` (may be 0) is the id of a request the new broker itself answered. */
+static void fail_in_flight(embroker_t *eb, uint64_t keep, const char *why)
+{
+    char msg[300];
+    snprintf(msg, sizeof msg, "%s while this request was in flight; submit it again", why);
+    for (size_t b = 0; b < BUCKETS; b++) {
+        embroker_request *r = eb->buckets[b], *next;
+        eb->buckets[b] = NULL;
+        for (; r; r = next) {
+            next = r->hnext;
+            if (r->id == keep) {
+                r->hnext = eb->buckets[b];
+                eb->buckets[b] = r;
+                continue;
+            }
+            eb->n_pending--;
+            r->hnext = NULL;
+            complete_error(eb, r, EB_ERR_RESTARTED, msg);
+        }
+    }
+}
+
+/* The segment is unknown to whoever is at the other end now: make a fresh one (a new name, so
+ * the old registration, which the broker may still reap, can never touch it) and register it.
+ * Every region was freed by fail_in_flight. */
+static void renew_segment(embroker_t *eb)
+{
+    if (eb->reg == REG_OFF || eb->reg == REG_FAILED)
+        return;
+    eb_shm_segment_destroy(&eb->seg);
+    char serr[512];
+    size_t data = eb->opt.shm_size > EB_SHM_HEADER_SIZE ? eb->opt.shm_size - EB_SHM_HEADER_SIZE
+                                                        : eb->opt.shm_size;
+    if (eb_shm_segment_create(data, &eb->seg, serr, sizeof serr) != EB_OK) {
+        eb_log_warn("client_shm_unavailable", "reason=\"%s\" action=inline", serr);
+        eb->reg = REG_OFF;
+        return;
+    }
+    eb->reg = REG_NONE;
+    start_registration(eb);
+}
+
+static void on_restart(embroker_t *eb, uint64_t old_bid, uint64_t new_bid, uint64_t keep)
+{
+    eb_log_warn("client_broker_restarted", "old=%016llx new=%016llx pending=%zu",
+                (unsigned long long)old_bid, (unsigned long long)new_bid, eb->n_pending);
+    fail_in_flight(eb, keep, "the broker restarted");
+    /* Registered with the old broker: register anew. A handshake already under way (after a
+     * reconnect) is with the new broker, which is what this message comes from. */
+    if (eb->reg == REG_OK)
+        renew_segment(eb);
+}
+
+/* Connection events from the socket monitor. */
+static void drain_monitor(embroker_t *eb)
+{
+    for (;;) {
+        zmq_msg_t ev, addr;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, eb->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&ev);
+            return;
+        }
+        uint16_t event = 0;
+        if (zmq_msg_size(&ev) >= 2)
+            memcpy(&event, zmq_msg_data(&ev), 2);
+        bool more = zmq_msg_more(&ev);
+        zmq_msg_close(&ev);
+        if (more) {
+            zmq_msg_init(&addr);
+            zmq_msg_recv(&addr, eb->monitor, 0);
+            zmq_msg_close(&addr);
+        }
+        if (event == ZMQ_EVENT_DISCONNECTED) {
+            eb_log_warn("client_connection_lost", "endpoint=%s pending=%zu", eb->endpoint,
+                        eb->n_pending);
+            fail_in_flight(eb, 0, "the connection to the broker was lost (restarted or stopped)");
+            if (eb->reg != REG_OFF && eb->reg != REG_FAILED)
+                eb->reg = REG_LOST;
+        } else if (event == ZMQ_EVENT_CONNECTED) {
+            eb_log_debug("client_connected", "endpoint=%s", eb->endpoint);
+            if (eb->reg == REG_LOST)
+                renew_segment(eb);
+        }
+    }
+}
+
+static void handle_reply(embroker_t *eb, const eb_frames *frames, const eb_frames_view *view,
+                         const eb_proto_reply *rep)
+{
+    embroker_request *r = pending_take(eb, rep->id);
+    if (!r) {
+        eb_log_debug("client_reply_ignored", "id=%llu reason=not_pending",
+                     (unsigned long long)rep->id);
+        return;
+    }
+    free_regions(eb, r);
+    r->status = rep->status;
+    r->error = strdup(rep->error ? rep->error : "");
+    r->timings.queue_us = rep->timings.us[EB_STAGE_QUEUE];
+    r->timings.copy_us = rep->timings.us[EB_STAGE_COPY];
+    r->timings.hash_us = rep->timings.us[EB_STAGE_HASH];
+    r->timings.decode_us = rep->timings.us[EB_STAGE_DECODE];
+    r->timings.preprocess_us = rep->timings.us[EB_STAGE_PREPROCESS];
+    r->timings.infer_us = rep->timings.us[EB_STAGE_INFER];
+    r->timings.cache_us = rep->timings.us[EB_STAGE_CACHE];
+    r->timings.total_us = rep->timings.us[EB_STAGE_TOTAL];
+    r->timings.client_total_us = eb_now_us() - r->submit_us;
+    if (rep->health && rep->health_len) {
+        char *json = NULL;
+        if (eb_proto_msgpack_to_json(rep->health, rep->health_len, &json) == EB_OK)
+            r->health_json = json;
+    }
+    r->results = calloc(r->n ? r->n : 1, sizeof *r->results);
+    size_t total_floats = 0;
+    for (uint32_t i = 0; i < rep->n_results && i < r->n; i++)
+        total_floats += rep->results[i].dims;
+    r->embeddings = malloc((total_floats ? total_floats : 1) * sizeof(float));
+    if (!r->results || !r->embeddings || !r->error) {
+        r->status = EB_ERR_NOMEM;
+        r->done = true;
+        done_queue_push(eb, r);
+        return;
+    }
+    if (rep->n_results != r->n && r->status == EB_OK && r->n > 0) {
+        r->status = EB_ERR_PROTOCOL;
+        free(r->error);
+        char msg[160];
+        snprintf(msg, sizeof msg, "reply has %u results for %zu inputs", rep->n_results, r->n);
+        r->error = strdup(msg);
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        embroker_result_t *o = &r->results[i];
+        if (i >= rep->n_results) {
+            o->status = r->status != EB_OK ? r->status : EB_ERR_PROTOCOL;
+            o->message = r->error ? r->error : "";
+            o->worker = o->model_rev = "";
+            continue;
+        }
+        const eb_proto_result *in = &rep->results[i];
+        o->status = in->status;
+        o->message = req_strdup(r, in->error);
+        o->worker = req_strdup(r, in->worker);
+        o->model_rev = req_strdup(r, in->model_rev);
+        if (!o->message)
+            o->message = "";
+        if (!o->worker)
+            o->worker = "";
+        if (!o->model_rev)
+            o->model_rev = "";
+        o->cached = in->cached;
+        o->has_hash = in->has_hash;
+        if (in->has_hash)
+            memcpy(o->hash, in->hash, sizeof o->hash);
+        if (in->status == EB_OK && in->dims > 0 && i < view->n_items) {
+            const zmq_msg_t *f = &frames->parts[view->first_item + i];
+            size_t bytes = zmq_msg_size((zmq_msg_t *)f);
+            if (bytes == (size_t)in->dims * sizeof(float)) {
+                memcpy(r->embeddings + off, zmq_msg_data((zmq_msg_t *)f), bytes);
+                o->embedding = r->embeddings + off;
+                o->dims = in->dims;
+                off += in->dims;
+            } else {
+                o->status = EB_ERR_PROTOCOL;
+                o->message = "embedding frame size does not match dims";
+            }
+        } else if (in->status == EB_OK && in->dims > 0) {
+            o->status = EB_ERR_PROTOCOL;
+            o->message = "reply carries no embedding frame for this input";
+        }
+    }
+    r->done = true;
+    done_queue_push(eb, r);
+}
+
+/* Decode and act on one received message. */
+static void dispatch(embroker_t *eb, eb_frames *frames)
+{
+    char err[512];
+    eb_frames_view view;
+    eb_proto_msg msg;
+    eb_status st = eb_frames_decode(frames, false, true, &eb->limits, &view, &msg, NULL, err,
+                                    sizeof err);
+    if (st != EB_OK) {
+        eb_log_warn("client_bad_message", "status=%s reason=\"%s\"", eb_status_str(st), err);
+        return;
+    }
+    eb->last_recv_us = eb_now_us();
+    if (msg.bid) {
+        if (eb->broker_bid && msg.bid != eb->broker_bid) {
+            uint64_t old = eb->broker_bid;
+            eb->broker_bid = msg.bid;
+            on_restart(eb, old, msg.bid, msg.kind == EB_MSG_C_REPLY ? msg.u.reply.id : 0);
+        }
+        eb->broker_bid = msg.bid;
+    }
+    switch (msg.kind) {
+    case EB_MSG_C_CHALLENGE:
+        if (eb->seg && eb->reg == REG_WAIT_CHALLENGE &&
+            strcmp(msg.u.challenge.segment, eb_shm_segment_name(eb->seg)) == 0) {
+            eb_shm_segment_write_nonce(eb->seg, msg.u.challenge.nonce, EB_PROTO_NONCE_BYTES);
+            eb_proto_msg p;
+            eb_proto_msg_init(&p, EB_MSG_C_PROVE);
+            p.u.prove.segment = eb_shm_segment_name(eb->seg);
+            if (send_msg(eb, &p, NULL, 0, NULL, 0) == EB_OK)
+                eb->reg = REG_WAIT_REGISTERED;
+        }
+        break;
+    case EB_MSG_C_REGISTERED:
+        if (eb->seg && (eb->reg == REG_WAIT_REGISTERED || eb->reg == REG_WAIT_CHALLENGE) &&
+            strcmp(msg.u.registered.segment, eb_shm_segment_name(eb->seg)) == 0) {
+            if (msg.u.registered.status == EB_OK) {
+                eb->seg_id = msg.u.registered.seg;
+                eb->seg_epoch = msg.u.registered.epoch;
+                eb->reg = REG_OK;
+                eb_log_debug("client_segment_registered", "name=%s seg=%u",
+                             eb_shm_segment_name(eb->seg), eb->seg_id);
+            } else {
+                eb->reg = REG_FAILED;
+                snprintf(eb->reg_error, sizeof eb->reg_error, "%s: %s",
+                         eb_status_str((eb_status)msg.u.registered.status),
+                         msg.u.registered.error ? msg.u.registered.error : "");
+                eb_log_warn("client_segment_refused", "name=%s status=%s reason=\"%s\" "
+                            "action=inline", eb_shm_segment_name(eb->seg),
+                            eb_status_str((eb_status)msg.u.registered.status),
+                            msg.u.registered.error ? msg.u.registered.error : "");
+            }
+        }
+        break;
+    case EB_MSG_C_REPLY:
+        handle_reply(eb, frames, &view, &msg.u.reply);
+        break;
+    case EB_MSG_C_HEARTBEAT:
+        break;
+    case EB_MSG_C_DISCONNECT: {
+        /* The broker is shutting down (it has answered what it could) or no longer knows us
+         * (then it has also unlinked our segment): what is still in flight is lost. */
+        const char *why = msg.u.disconnect.reason ? msg.u.disconnect.reason : "";
+        eb_log_warn("client_broker_disconnect", "reason=\"%s\" pending=%zu", why, eb->n_pending);
+        char text[300];
+        snprintf(text, sizeof text, "the broker dropped this connection (%s)", why);
+        fail_in_flight(eb, 0, text);
+        if (eb->reg == REG_OK || eb->reg == REG_WAIT_CHALLENGE || eb->reg == REG_WAIT_REGISTERED)
+            renew_segment(eb);
+        break;
+    }
+    default:
+        eb_log_warn("client_unexpected_message", "kind=%s", eb_proto_kind_name(msg.kind));
+        break;
+    }
+    eb_proto_msg_free(&msg);
+}
+
+/* Receive and dispatch everything already queued (no waiting). */
+static void drain(embroker_t *eb)
+{
+    drain_monitor(eb);
+    for (;;) {
+        char err[256];
+        eb_status st = eb_frames_recv(eb->sock, ZMQ_DONTWAIT, 3 + MAX_INPUTS + 16,
+                                      eb->limits.max_message_bytes + 65536, &eb->frames, err,
+                                      sizeof err);
+        if (st == EB_ERR_TIMEOUT)
+            return;
+        if (st != EB_OK) {
+            eb_log_warn("client_recv_failed", "status=%s reason=\"%s\"", eb_status_str(st), err);
+            if (st == EB_ERR_IO)
+                return;
+            continue;
+        }
+        dispatch(eb, &eb->frames);
+        eb_frames_close(&eb->frames);
+    }
+}
+
+/* Housekeeping shared by every path: heartbeat when quiet, restart a lost registration. */
+static void housekeeping(embroker_t *eb)
+{
+    int64_t now = eb_now_us();
+    int64_t interval = (int64_t)eb->opt.heartbeat_interval_ms * 1000;
+    if (eb->reg == REG_NONE)
+        start_registration(eb);
+    else if ((eb->reg == REG_WAIT_CHALLENGE || eb->reg == REG_WAIT_REGISTERED) &&
+             now - eb->reg_started_us > (int64_t)eb->opt.connect_timeout_ms * 1000)
+        start_registration(eb); /* the broker may have missed it (restart): ask again */
+    if (now - eb->last_send_us >= interval)
+        send_heartbeat(eb);
+}
+
+/* Wait up to timeout_ms for input (or less: heartbeats), then drain and housekeep. */
+static void pump(embroker_t *eb, int timeout_ms)
+{
+    int hb = eb->opt.heartbeat_interval_ms;
+    if (timeout_ms < 0 || timeout_ms > hb / 2 + 1)
+        timeout_ms = hb / 2 + 1;
+    zmq_pollitem_t items[2] = {
+        {.socket = eb->sock, .events = ZMQ_POLLIN},
+        {.socket = eb->monitor, .events = ZMQ_POLLIN},
+    };
+    int rc = zmq_poll(items, 2, timeout_ms);
+    if (rc > 0)
+        drain(eb);
+    housekeeping(eb);
+}
+
+static void *heartbeat_main(void *arg)
+{
+    embroker_t *eb = arg;
+    pthread_mutex_lock(&eb->mu);
+    while (!eb->hb_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        long step_ns = (long)eb->opt.heartbeat_interval_ms * 1000000L / 3;
+        ts.tv_sec += step_ns / 1000000000L;
+        ts.tv_nsec += step_ns % 1000000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&eb->hb_cv, &eb->mu, &ts);
+        if (eb->hb_stop)
+            break;
+        /* The condvar wait re-took the lock: the application is not inside a call right now
+         * (every call holds the lock for its whole duration). */
+        drain(eb);
+        housekeeping(eb);
+    }
+    pthread_mutex_unlock(&eb->mu);
+    return NULL;
+}
+
+/* Drive the registration handshake until it settles or the timeout passes. */
+static void wait_registered(embroker_t *eb, int timeout_ms)
+{
+    int64_t deadline = eb_now_us() + (int64_t)timeout_ms * 1000;
+    if (eb->reg == REG_NONE)
+        start_registration(eb);
+    while ((eb->reg == REG_WAIT_CHALLENGE || eb->reg == REG_WAIT_REGISTERED ||
+            eb->reg == REG_LOST) && eb_now_us() < deadline) {
+        int64_t left = (deadline - eb_now_us()) / 1000;
+        pump(eb, left > 50 ? 50 : (int)left + 1);
+    }
+}
+
+/* ---- connection ------------------------------------------------------------------------------ */
+
+void embroker_options_default(embroker_options_t *opt)
+{
+    memset(opt, 0, sizeof *opt);
+    opt->timeout_ms = 30000;
+    opt->shm_size = 64ull << 20;
+    opt->shm_full_policy = EMBROKER_SHM_FULL_WAIT;
+    opt->shm_wait_ms = 5000;
+    opt->max_inline_bytes = 16ull << 20;
+    opt->heartbeat_interval_ms = 1000;
+    opt->connect_timeout_ms = 5000;
+    const char *v;
+    if ((v = getenv("EMBROKER_BROKER")) && *v)
+        opt->broker = v;
+    if ((v = getenv("EMBROKER_RUN_DIR")) && *v)
+        opt->run_dir = v;
+    if ((v = getenv("EMBROKER_TIMEOUT_MS")) && atoi(v) > 0)
+        opt->timeout_ms = atoi(v);
+    if ((v = getenv("EMBROKER_HEARTBEAT_INTERVAL_MS")) && atoi(v) > 0)
+        opt->heartbeat_interval_ms = atoi(v);
+    if ((v = getenv("EMBROKER_INLINE")) &&
+        (strcmp(v, "1") == 0 || strcmp(v, "true") == 0 || strcmp(v, "yes") == 0))
+        opt->inline_only = true;
+}
+
+eb_status embroker_connect(const embroker_options_t *opt_in, embroker_t **out, char *err,
+                           size_t err_len)
+{
+    embroker_options_t defaults;
+    *out = NULL;
+    if (!opt_in) {
+        embroker_options_default(&defaults);
+        opt_in = &defaults;
+    }
+    embroker_t *eb = calloc(1, sizeof *eb);
+    if (!eb) {
+        snprintf(err, err_len, "cannot connect: out of memory");
+        return EB_ERR_NOMEM;
+    }
+    eb->opt = *opt_in;
+    if (eb->opt.timeout_ms == 0)
+        eb->opt.timeout_ms = 30000;
+    if (eb->opt.heartbeat_interval_ms <= 0)
+        eb->opt.heartbeat_interval_ms = 1000;
+    if (eb->opt.connect_timeout_ms <= 0)
+        eb->opt.connect_timeout_ms = 5000;
+    if (eb->opt.shm_size == 0)
+        eb->opt.shm_size = 64ull << 20;
+    if (eb->opt.max_inline_bytes == 0)
+        eb->opt.max_inline_bytes = 16ull << 20;
+    eb->opt.broker = NULL; /* not kept: the caller's string */
+    eb->opt.run_dir = NULL;
+    if (opt_in->broker && *opt_in->broker) {
+        snprintf(eb->endpoint, sizeof eb->endpoint, "%s", opt_in->broker);
+    } else {
+        char run_dir[4096];
+        if (opt_in->run_dir && *opt_in->run_dir)
+            snprintf(run_dir, sizeof run_dir, "%s", opt_in->run_dir);
+        else
+            default_run_dir(run_dir, sizeof run_dir);
+        snprintf(eb->endpoint, sizeof eb->endpoint, "ipc://%s/frontend.sock", run_dir);
+    }
+    eb->is_ipc = strncmp(eb->endpoint, "ipc://", 6) == 0;
+    eb_proto_limits_default(&eb->limits);
+    eb->next_id = 1;
+    eb_frames_init(&eb->frames);
+    pthread_mutex_init(&eb->mu, NULL);
+    pthread_cond_init(&eb->hb_cv, NULL);
+
+    eb_status st = EB_ERR_IO;
+    eb->zctx = zmq_ctx_new();
+    if (!eb->zctx) {
+        snprintf(err, err_len, "cannot create a ZMQ context: %s", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    eb->sock = zmq_socket(eb->zctx, ZMQ_DEALER);
+    if (!eb->sock) {
+        snprintf(err, err_len, "cannot create a ZMQ socket: %s", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    int zero = 0, ivl = 100, ivl_max = 1000, sndtimeo = 2000;
+    zmq_setsockopt(eb->sock, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(eb->sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
+    zmq_setsockopt(eb->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+    zmq_setsockopt(eb->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
+    if (eb->is_ipc) {
+        /* Fail early and clearly when the local broker is not there. */
+        const char *path = eb->endpoint + 6;
+        struct stat sb;
+        if (stat(path, &sb) != 0) {
+            snprintf(err, err_len, "cannot connect to %s: %s; is embrokerd running with this "
+                     "run directory? (start it, or pass --run-dir/--broker)", eb->endpoint,
+                     strerror(errno));
+            st = EB_ERR_UNAVAILABLE;
+            goto fail;
+        }
+    }
+    char mon[64];
+    snprintf(mon, sizeof mon, "inproc://embroker-monitor-%p", (void *)eb);
+    if (zmq_socket_monitor(eb->sock, mon, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0 ||
+        !(eb->monitor = zmq_socket(eb->zctx, ZMQ_PAIR)) || zmq_connect(eb->monitor, mon) != 0) {
+        snprintf(err, err_len, "cannot monitor the ZMQ socket: %s", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    zmq_setsockopt(eb->monitor, ZMQ_LINGER, &zero, sizeof zero);
+    if (zmq_connect(eb->sock, eb->endpoint) != 0) {
+        snprintf(err, err_len, "cannot connect to %s: %s (check the endpoint)", eb->endpoint,
+                 zmq_strerror(zmq_errno()));
+        st = EB_ERR_INVALID;
+        goto fail;
+    }
+    eb->last_send_us = eb->last_recv_us = eb_now_us();
+
+    eb->reg = REG_OFF;
+    if (eb->is_ipc && !eb->opt.inline_only) {
+        char serr[512];
+        size_t data = eb->opt.shm_size > EB_SHM_HEADER_SIZE ? eb->opt.shm_size - EB_SHM_HEADER_SIZE
+                                                            : eb->opt.shm_size;
+        if (eb_shm_segment_create(data, &eb->seg, serr, sizeof serr) != EB_OK) {
+            eb_log_warn("client_shm_unavailable", "reason=\"%s\" action=inline", serr);
+        } else {
+            eb->reg = REG_NONE;
+            wait_registered(eb, eb->opt.connect_timeout_ms);
+            if (eb->reg != REG_OK) {
+                if (eb->reg == REG_FAILED) {
+                    eb_log_warn("client_shm_refused", "reason=\"%s\" action=inline",
+                                eb->reg_error);
+                } else {
+                    snprintf(err, err_len, "no answer from the broker at %s within %d ms "
+                             "(segment registration); is embrokerd running?", eb->endpoint,
+                             eb->opt.connect_timeout_ms);
+                    st = EB_ERR_UNAVAILABLE;
+                    goto fail;
+                }
+            }
+        }
+    }
+    if (pthread_create(&eb->hb_thread, NULL, heartbeat_main, eb) == 0)
+        eb->hb_started = true;
+    *out = eb;
+    return EB_OK;
+
+fail:
+    if (eb->seg)
+        eb_shm_segment_destroy(&eb->seg);
+    if (eb->monitor)
+        zmq_close(eb->monitor);
+    if (eb->sock) {
+        zmq_socket_monitor(eb->sock, NULL, 0);
+        zmq_close(eb->sock);
+    }
+    if (eb->zctx)
+        zmq_ctx_term(eb->zctx);
+    eb_frames_close(&eb->frames);
+    pthread_mutex_destroy(&eb->mu);
+    pthread_cond_destroy(&eb->hb_cv);
+    free(eb);
+    return st;
+}
+
+void embroker_close(embroker_t **ebp)
+{
+    if (!ebp || !*ebp)
+        return;
+    embroker_t *eb = *ebp;
+    pthread_mutex_lock(&eb->mu);
+    eb->hb_stop = true;
+    pthread_cond_broadcast(&eb->hb_cv);
+    pthread_mutex_unlock(&eb->mu);
+    if (eb->hb_started)
+        pthread_join(eb->hb_thread, NULL);
+
+    for (size_t b = 0; b < BUCKETS; b++) {
+        embroker_request *r = eb->buckets[b], *next;
+        eb->buckets[b] = NULL;
+        for (; r; r = next) {
+            next = r->hnext;
+            r->hnext = NULL;
+            complete_error(eb, r, EB_ERR_CANCELLED, "the connection was closed");
+        }
+    }
+    eb->n_pending = 0;
+    for (embroker_request *r = eb->all; r; r = r->next)
+        r->owner = NULL;
+    eb_proto_msg m;
+    eb_proto_msg_init(&m, EB_MSG_C_DISCONNECT);
+    m.u.disconnect.reason = "client closing";
+    /* Give the goodbye a moment to leave (LINGER 0 would drop it), so the broker releases the
+     * segment now instead of after client_timeout_ms. */
+    int linger = 200;
+    zmq_setsockopt(eb->sock, ZMQ_LINGER, &linger, sizeof linger);
+    eb_frames_send_msg(eb->sock, NULL, 0, &m, NULL, 0, ZMQ_DONTWAIT, NULL, 0);
+    eb_frames_close(&eb->frames);
+    zmq_socket_monitor(eb->sock, NULL, 0);
+    zmq_close(eb->monitor);
+    zmq_close(eb->sock);
+    zmq_ctx_term(eb->zctx);
+    eb_shm_segment_destroy(&eb->seg);
+    pthread_mutex_destroy(&eb->mu);
+    pthread_cond_destroy(&eb->hb_cv);
+    free(eb);
+    *ebp = NULL;
+}
+
+bool embroker_uses_shm(const embroker_t *eb)
+{
+    return eb && eb->reg == REG_OK;
+}
+
+const char *embroker_segment_name(const embroker_t *eb)
+{
+    return eb && eb->seg ? eb_shm_segment_name(eb->seg) : NULL;
+}
+
+uint64_t embroker_broker_instance(const embroker_t *eb)
+{
+    return eb ? eb->broker_bid : 0;
+}
+
+eb_status embroker_heartbeat(embroker_t *eb)
+{
+    if (!eb)
+        return EB_ERR_INVALID;
+    pthread_mutex_lock(&eb->mu);
+    drain(eb);
+    housekeeping(eb);
+    pthread_mutex_unlock(&eb->mu);
+    return EB_OK;
+}
+
+/* ---- requests -------------------------------------------------------------------------------- */
+
+static void request_free_memory(embroker_request *r)
+{
+    free(r->error);
+    free(r->results);
+    free(r->embeddings);
+    for (size_t i = 0; i < r->n_strings; i++)
+        free(r->strings[i]);
+    free(r->strings);
+    free(r->refs);
+    free(r->health_json);
+    free(r);
+}
+
+static void unlink_all(embroker_t *eb, embroker_request *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else if (eb->all == r)
+        eb->all = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->prev = r->next = NULL;
+}
+
+/* Allocate a shm region for len bytes, pumping replies while the segment is full (policy
+ * WAIT). EB_OK, or EB_ERR_BUSY / EB_ERR_TOO_LARGE (the caller falls back or fails). */
+static eb_status shm_alloc(embroker_t *eb, size_t len, eb_shm_ref *ref, void **data, char *err,
+                           size_t err_len)
+{
+    int64_t deadline = eb_now_us() + (int64_t)eb->opt.shm_wait_ms * 1000;
+    for (;;) {
+        eb_status st = eb_shm_segment_alloc(eb->seg, len, 0, ref, data, err, err_len);
+        if (st != EB_ERR_BUSY || eb->opt.shm_full_policy == EMBROKER_SHM_FULL_INLINE ||
+            eb->n_pending == 0 || eb_now_us() >= deadline)
+            return st;
+        pump(eb, 5);
+    }
+}
+
+static eb_status submit_locked(embroker_t *eb, const char *model, const embroker_input_t *inputs,
+                               size_t n, const embroker_request_options_t *ropt, eb_proto_op op,
+                               embroker_request_t **out, char *err, size_t err_len)
+{
+    static const embroker_request_options_t no_opts;
+    if (!ropt)
+        ropt = &no_opts;
+    drain(eb);
+    housekeeping(eb);
+    if ((eb->reg == REG_WAIT_CHALLENGE || eb->reg == REG_WAIT_REGISTERED ||
+         eb->reg == REG_LOST) && n > 0)
+        wait_registered(eb, eb->opt.connect_timeout_ms);
+
+    embroker_request *r = calloc(1, sizeof *r);
+    eb_proto_input *pin = calloc(n ? n : 1, sizeof *pin);
+    zmq_msg_t *frames = calloc(n ? n : 1, sizeof *frames);
+    size_t n_frames = 0;
+    if (!r || !pin || !frames) {
+        free(r);
+        free(pin);
+        free(frames);
+        snprintf(err, err_len, "cannot submit: out of memory");
+        return EB_ERR_NOMEM;
+    }
+    r->refs = calloc(n ? n : 1, sizeof *r->refs);
+    if (!r->refs) {
+        free(r);
+        free(pin);
+        free(frames);
+        snprintf(err, err_len, "cannot submit: out of memory");
+        return EB_ERR_NOMEM;
+    }
+    r->n = n;
+    r->id = eb->next_id++;
+    r->owner = eb;
+    r->status = EB_ERR_TIMEOUT;
+    bool want_shm = eb->reg == REG_OK && !ropt->force_inline;
+    eb_status st = EB_OK;
+    for (size_t i = 0; i < n; i++) {
+        const embroker_input_t *in = &inputs[i];
+        eb_proto_input *p = &pin[i];
+        p->kind = (eb_proto_input_kind)in->kind;
+        if (in->kind == EMBROKER_INPUT_TEXT) {
+            if (in->len > eb->limits.max_text_bytes ||
+                !eb_proto_utf8_valid(in->bytes, in->len) ||
+                (in->len && memchr(in->bytes, 0, in->len))) {
+                snprintf(err, err_len, "input %zu: text of %zu bytes is not valid (UTF-8 without "
+                         "NUL, at most %u bytes)", i, in->len, eb->limits.max_text_bytes);
+                st = in->len > eb->limits.max_text_bytes ? EB_ERR_TOO_LARGE : EB_ERR_INVALID;
+                goto fail;
+            }
+            p->source = EB_SOURCE_NONE;
+            p->text = in->len ? (const char *)in->bytes : "";
+            p->text_len = (uint32_t)in->len;
+            continue;
+        }
+        if (in->kind != EMBROKER_INPUT_IMAGE && in->kind != EMBROKER_INPUT_RAW_RGB8) {
+            snprintf(err, err_len, "input %zu: unknown kind %d (use EMBROKER_INPUT_IMAGE, "
+                     "_RAW_RGB8 or _TEXT)", i, (int)in->kind);
+            st = EB_ERR_INVALID;
+            goto fail;
+        }
+        if (!in->bytes || in->len == 0) {
+            snprintf(err, err_len, "input %zu: no bytes (len 0)", i);
+            st = EB_ERR_INVALID;
+            goto fail;
+        }
+        if (in->kind == EMBROKER_INPUT_RAW_RGB8) {
+            if ((uint64_t)in->width * in->height * 3 != (uint64_t)in->len || in->width == 0) {
+                snprintf(err, err_len, "input %zu: raw RGB8 %ux%u needs %llu bytes, got %zu", i,
+                         in->width, in->height,
+                         (unsigned long long)in->width * in->height * 3, in->len);
+                st = EB_ERR_INVALID;
+                goto fail;
+            }
+            p->width = in->width;
+            p->height = in->height;
+        } else {
+            p->format = (eb_proto_format)in->format;
+        }
+        if (in->len > eb->limits.max_input_bytes) {
+            snprintf(err, err_len, "input %zu: %zu bytes exceed the largest input the broker "
+                     "takes (max_input_bytes %llu)", i, in->len,
+                     (unsigned long long)eb->limits.max_input_bytes);
+            st = EB_ERR_TOO_LARGE;
+            goto fail;
+        }
+        bool placed = false;
+        if (want_shm) {
+            void *dst = NULL;
+            char serr[256];
+            eb_status a = shm_alloc(eb, in->len, &r->refs[r->n_refs], &dst, serr, sizeof serr);
+            if (a == EB_OK) {
+                memcpy(dst, in->bytes, in->len);
+                p->source = EB_SOURCE_SHM;
+                p->seg = eb->seg_id;
+                p->epoch = r->refs[r->n_refs].epoch;
+                p->off = r->refs[r->n_refs].offset;
+                p->len = in->len;
+                r->n_refs++;
+                r->used_shm = true;
+                placed = true;
+            } else if (eb->opt.shm_full_policy == EMBROKER_SHM_FULL_WAIT &&
+                       a != EB_ERR_TOO_LARGE) {
+                snprintf(err, err_len, "input %zu: the shared-memory segment (%llu bytes) stayed "
+                         "full for %d ms: %s; wait for replies, enlarge shm_size or use the "
+                         "inline fallback policy", i,
+                         (unsigned long long)eb_shm_segment_size(eb->seg), eb->opt.shm_wait_ms,
+                         serr);
+                st = EB_ERR_BUSY;
+                goto fail;
+            }
+        }
+        if (!placed) {
+            if (in->len > eb->opt.max_inline_bytes) {
+                snprintf(err, err_len, "input %zu: %zu bytes exceed the inline limit "
+                         "max_inline_bytes=%llu; use shared memory (a local ipc:// broker) or "
+                         "raise the limit on both sides", i, in->len,
+                         (unsigned long long)eb->opt.max_inline_bytes);
+                st = EB_ERR_TOO_LARGE;
+                goto fail;
+            }
+            if (zmq_msg_init_size(&frames[n_frames], in->len) != 0) {
+                snprintf(err, err_len, "input %zu: out of memory for %zu inline bytes", i,
+                         in->len);
+                st = EB_ERR_NOMEM;
+                goto fail;
+            }
+            memcpy(zmq_msg_data(&frames[n_frames]), in->bytes, in->len);
+            p->source = EB_SOURCE_INLINE;
+            p->frame = (uint32_t)n_frames;
+            p->len = in->len;
+            n_frames++;
+        }
+    }
+
+    eb_proto_msg m;
+    eb_proto_msg_init(&m, EB_MSG_C_REQUEST);
+    m.u.request.id = r->id;
+    m.u.request.op = op;
+    m.u.request.model = model;
+    m.u.request.n_inputs = (uint32_t)n;
+    m.u.request.inputs = pin;
+    m.u.request.options.deadline_ms = ropt->deadline_ms;
+    m.u.request.options.priority = ropt->bulk ? EB_PRIORITY_BULK : EB_PRIORITY_INTERACTIVE;
+    m.u.request.options.normalize = !ropt->no_normalize;
+    m.u.request.options.output_dim = ropt->output_dim;
+    m.u.request.options.instruction = ropt->instruction;
+    r->submit_us = eb_now_us();
+    st = send_msg(eb, &m, frames, n_frames, err, err_len);
+    if (st != EB_OK)
+        goto fail;
+    for (size_t i = 0; i < n_frames; i++)
+        zmq_msg_close(&frames[i]);
+    free(frames);
+    free(pin);
+    r->timings = (embroker_timings_t){-1, -1, -1, -1, -1, -1, -1, -1, -1};
+    pending_insert(eb, r);
+    r->next = eb->all;
+    if (eb->all)
+        eb->all->prev = r;
+    eb->all = r;
+    *out = r;
+    return EB_OK;
+
+fail:
+    for (size_t i = 0; i < n_frames; i++)
+        zmq_msg_close(&frames[i]);
+    free(frames);
+    free(pin);
+    free_regions(eb, r);
+    request_free_memory(r);
+    *out = NULL;
+    return st;
+}
+
+eb_status embroker_submit(embroker_t *eb, const char *model, const embroker_input_t *inputs,
+                          size_t n_inputs, const embroker_request_options_t *ropt,
+                          embroker_request_t **out, char *err, size_t err_len)
+{
+    char tmp[256];
+    if (!err) {
+        err = tmp;
+        err_len = sizeof tmp;
+    }
+    if (out)
+        *out = NULL;
+    if (!eb || !out || !model || !inputs || n_inputs == 0 || n_inputs > MAX_INPUTS ||
+        !eb_proto_model_name_valid(model, strlen(model))) {
+        snprintf(err, err_len, "invalid request: need a handle, a model name "
+                 "([a-z0-9._-]{1,64}, got \"%s\") and 1..%d inputs (got %zu)",
+                 model ? model : "(null)", MAX_INPUTS, n_inputs);
+        return EB_ERR_INVALID;
+    }
+    bool text = inputs[0].kind == EMBROKER_INPUT_TEXT;
+    for (size_t i = 1; i < n_inputs; i++)
+        if ((inputs[i].kind == EMBROKER_INPUT_TEXT) != text) {
+            snprintf(err, err_len, "invalid request: inputs mix texts and images (input %zu); "
+                     "send them as separate requests", i);
+            return EB_ERR_INVALID;
+        }
+    pthread_mutex_lock(&eb->mu);
+    eb_status st = submit_locked(eb, model, inputs, n_inputs, ropt,
+                                 text ? EB_OP_EMBED_TEXT : EB_OP_EMBED_IMAGE, out, err, err_len);
+    pthread_mutex_unlock(&eb->mu);
+    return st;
+}
+
+eb_status embroker_wait(embroker_t *eb, embroker_request_t *req, int timeout_ms)
+{
+    if (!eb || !req)
+        return EB_ERR_INVALID;
+    pthread_mutex_lock(&eb->mu);
+    int64_t deadline = timeout_ms < 0 ? INT64_MAX : eb_now_us() + (int64_t)timeout_ms * 1000;
+    drain(eb);
+    while (!req->done) {
+        int64_t now = eb_now_us();
+        if (now >= deadline)
+            break;
+        int64_t left = timeout_ms < 0 ? 1000 : (deadline - now + 999) / 1000;
+        pump(eb, (int)(left > 1000 ? 1000 : left));
+    }
+    bool done = req->done;
+    pthread_mutex_unlock(&eb->mu);
+    return done ? EB_OK : EB_ERR_TIMEOUT;
+}
+
+eb_status embroker_poll(embroker_t *eb, embroker_request_t **done, int timeout_ms)
+{
+    if (!eb || !done)
+        return EB_ERR_INVALID;
+    *done = NULL;
+    pthread_mutex_lock(&eb->mu);
+    int64_t deadline = timeout_ms < 0 ? INT64_MAX : eb_now_us() + (int64_t)timeout_ms * 1000;
+    drain(eb);
+    eb_status st = EB_ERR_TIMEOUT;
+    for (;;) {
+        while (eb->done_head && eb->done_head->reported) {
+            embroker_request *r = eb->done_head;
+            done_queue_remove(eb, r);
+        }
+        if (eb->done_head) {
+            embroker_request *r = eb->done_head;
+            done_queue_remove(eb, r);
+            r->reported = true;
+            *done = r;
+            st = EB_OK;
+            break;
+        }
+        if (eb->n_pending == 0) {
+            st = EB_ERR_NOT_FOUND;
+            break;
+        }
+        int64_t now = eb_now_us();
+        if (now >= deadline)
+            break;
+        int64_t left = timeout_ms < 0 ? 1000 : (deadline - now + 999) / 1000;
+        pump(eb, (int)(left > 1000 ? 1000 : left));
+    }
+    pthread_mutex_unlock(&eb->mu);
+    return st;
+}
+
+static void cancel_locked(embroker_t *eb, embroker_request *r)
+{
+    if (r->done || !pending_take(eb, r->id))
+        return;
+    eb_proto_msg m;
+    eb_proto_msg_init(&m, EB_MSG_C_CANCEL);
+    m.u.cancel.id = r->id;
+    send_msg(eb, &m, NULL, 0, NULL, 0);
+    complete_error(eb, r, EB_ERR_CANCELLED, "the request was cancelled");
+}
+
+eb_status embroker_cancel(embroker_t *eb, embroker_request_t *req)
+{
+    if (!eb || !req || req->owner != eb)
+        return EB_ERR_INVALID;
+    pthread_mutex_lock(&eb->mu);
+    cancel_locked(eb, req);
+    pthread_mutex_unlock(&eb->mu);
+    return EB_OK;
+}
+
+void embroker_request_free(embroker_request_t **reqp)
+{
+    if (!reqp || !*reqp)
+        return;
+    embroker_request *r = *reqp;
+    embroker_t *eb = r->owner;
+    if (eb) {
+        pthread_mutex_lock(&eb->mu);
+        cancel_locked(eb, r);
+        done_queue_remove(eb, r);
+        unlink_all(eb, r);
+        free_regions(eb, r);
+        pthread_mutex_unlock(&eb->mu);
+    }
+    request_free_memory(r);
+    *reqp = NULL;
+}
+
+/* ---- reading a request ----------------------------------------------------------------------- */
+
+bool embroker_request_done(const embroker_request_t *req)
+{
+    return req && req->done;
+}
+
+eb_status embroker_request_status(const embroker_request_t *req)
+{
+    if (!req)
+        return EB_ERR_INVALID;
+    return req->done ? req->status : EB_ERR_TIMEOUT;
+}
+
+const char *embroker_request_error(const embroker_request_t *req)
+{
+    return req && req->error ? req->error : "";
+}
+
+uint64_t embroker_request_id(const embroker_request_t *req)
+{
+    return req ? req->id : 0;
+}
+
+size_t embroker_request_count(const embroker_request_t *req)
+{
+    return req ? req->n : 0;
+}
+
+const embroker_result_t *embroker_request_result(const embroker_request_t *req, size_t i)
+{
+    if (!req || !req->done || !req->results || i >= req->n)
+        return NULL;
+    return &req->results[i];
+}
+
+const embroker_timings_t *embroker_request_timings(const embroker_request_t *req)
+{
+    return req ? &req->timings : NULL;
+}
+
+bool embroker_request_used_shm(const embroker_request_t *req)
+{
+    return req && req->used_shm;
+}
+
+/* ---- blocking helpers ------------------------------------------------------------------------ */
+
+static eb_status finish_blocking(embroker_t *eb, embroker_request *r, eb_status submit_st,
+                                 const char *submit_err, embroker_request_t **out)
+{
+    if (submit_st != EB_OK) {
+        eb_log_debug("client_submit_failed", "status=%s reason=\"%s\"",
+                     eb_status_str(submit_st), submit_err);
+        *out = NULL;
+        return submit_st;
+    }
+    *out = r;
+    if (embroker_wait(eb, r, eb->opt.timeout_ms) != EB_OK) {
+        pthread_mutex_lock(&eb->mu);
+        if (!r->done && pending_take(eb, r->id)) {
+            eb_proto_msg m;
+            eb_proto_msg_init(&m, EB_MSG_C_CANCEL);
+            m.u.cancel.id = r->id;
+            send_msg(eb, &m, NULL, 0, NULL, 0);
+            char msg[200];
+            snprintf(msg, sizeof msg, "no reply within %d ms (timeout_ms); the broker or its "
+                     "workers may be overloaded or down", eb->opt.timeout_ms);
+            complete_error(eb, r, EB_ERR_TIMEOUT, msg);
+            done_queue_remove(eb, r);
+        }
+        pthread_mutex_unlock(&eb->mu);
+        return EB_ERR_TIMEOUT;
+    }
+    pthread_mutex_lock(&eb->mu);
+    done_queue_remove(eb, r);
+    r->reported = true;
+    pthread_mutex_unlock(&eb->mu);
+    return r->status;
+}
+
+eb_status embroker_embed(embroker_t *eb, const char *model, const embroker_input_t *inputs,
+                         size_t n, const embroker_request_options_t *ropt,
+                         embroker_request_t **out)
+{
+    if (!out)
+        return EB_ERR_INVALID;
+    *out = NULL;
+    if (!eb)
+        return EB_ERR_INVALID;
+    char err[512];
+    embroker_request *r = NULL;
+    eb_status st = embroker_submit(eb, model, inputs, n, ropt, &r, err, sizeof err);
+    if (st != EB_OK)
+        eb_log_warn("client_submit_failed", "model=%s status=%s reason=\"%s\"",
+                    model ? model : "", eb_status_str(st), err);
+    return finish_blocking(eb, r, st, err, out);
+}
+
+eb_status embroker_embed_image(embroker_t *eb, const char *model, const void *bytes, size_t len,
+                               embroker_format format, embroker_request_t **out)
+{
+    embroker_input_t in = {.kind = EMBROKER_INPUT_IMAGE, .format = format, .bytes = bytes,
+                           .len = len};
+    return embroker_embed(eb, model, &in, 1, NULL, out);
+}
+
+eb_status embroker_embed_raw_rgb8(embroker_t *eb, const char *model, const void *pixels,
+                                  uint32_t width, uint32_t height, embroker_request_t **out)
+{
+    embroker_input_t in = {.kind = EMBROKER_INPUT_RAW_RGB8, .width = width, .height = height,
+                           .bytes = pixels, .len = (size_t)width * height * 3};
+    return embroker_embed(eb, model, &in, 1, NULL, out);
+}
+
+static uint8_t *read_file(const char *path, size_t *len, eb_status *st)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        *st = errno == ENOENT ? EB_ERR_NOT_FOUND : EB_ERR_IO;
+        return NULL;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        *st = EB_ERR_IO;
+        return NULL;
+    }
+    size_t n = (size_t)sb.st_size;
+    uint8_t *buf = malloc(n ? n : 1);
+    size_t got = 0;
+    while (buf && got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r <= 0) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    if (!buf) {
+        *st = EB_ERR_IO;
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+eb_status embroker_embed_image_files(embroker_t *eb, const char *model, const char *const *paths,
+                                     size_t n, embroker_request_t **out)
+{
+    if (!out)
+        return EB_ERR_INVALID;
+    *out = NULL;
+    if (!eb || !paths || n == 0 || n > MAX_INPUTS)
+        return EB_ERR_INVALID;
+    embroker_input_t *in = calloc(n, sizeof *in);
+    uint8_t **bufs = calloc(n, sizeof *bufs);
+    eb_status st = EB_OK;
+    if (!in || !bufs) {
+        st = EB_ERR_NOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t len = 0;
+        bufs[i] = read_file(paths[i], &len, &st);
+        if (!bufs[i]) {
+            eb_log_warn("client_file_unreadable", "path=\"%s\" status=%s", paths[i],
+                        eb_status_str(st));
+            goto out;
+        }
+        in[i] = (embroker_input_t){.kind = EMBROKER_INPUT_IMAGE, .format = EMBROKER_FORMAT_AUTO,
+                                   .bytes = bufs[i], .len = len};
+    }
+    st = embroker_embed(eb, model, in, n, NULL, out);
+out:
+    if (bufs)
+        for (size_t i = 0; i < n; i++)
+            free(bufs[i]);
+    free(bufs);
+    free(in);
+    return st;
+}
+
+eb_status embroker_embed_image_file(embroker_t *eb, const char *model, const char *path,
+                                    embroker_request_t **out)
+{
+    return embroker_embed_image_files(eb, model, &path, 1, out);
+}
+
+eb_status embroker_embed_texts(embroker_t *eb, const char *model, const char *const *texts,
+                               size_t n, const embroker_request_options_t *ropt,
+                               embroker_request_t **out)
+{
+    if (!out)
+        return EB_ERR_INVALID;
+    *out = NULL;
+    if (!eb || !texts || n == 0 || n > MAX_INPUTS)
+        return EB_ERR_INVALID;
+    embroker_input_t *in = calloc(n, sizeof *in);
+    if (!in)
+        return EB_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++)
+        in[i] = (embroker_input_t){.kind = EMBROKER_INPUT_TEXT, .bytes = texts[i],
+                                   .len = texts[i] ? strlen(texts[i]) : 0};
+    eb_status st = embroker_embed(eb, model, in, n, ropt, out);
+    free(in);
+    return st;
+}
+
+eb_status embroker_embed_text(embroker_t *eb, const char *model, const char *text,
+                              embroker_request_t **out)
+{
+    return embroker_embed_texts(eb, model, &text, 1, NULL, out);
+}
+
+eb_status embroker_health(embroker_t *eb, char **json, char *err, size_t err_len)
+{
+    char tmp[256];
+    if (!err) {
+        err = tmp;
+        err_len = sizeof tmp;
+    }
+    if (!eb || !json)
+        return EB_ERR_INVALID;
+    *json = NULL;
+    pthread_mutex_lock(&eb->mu);
+    embroker_request *r = NULL;
+    eb_status st = submit_locked(eb, NULL, NULL, 0, NULL, EB_OP_HEALTH, &r, err, err_len);
+    pthread_mutex_unlock(&eb->mu);
+    if (st != EB_OK)
+        return st;
+    st = finish_blocking(eb, r, st, err, &r);
+    if (st == EB_OK) {
+        if (r->health_json) {
+            *json = r->health_json;
+            r->health_json = NULL;
+        } else {
+            snprintf(err, err_len, "the broker's health reply carried no health map");
+            st = EB_ERR_PROTOCOL;
+        }
+    } else {
+        snprintf(err, err_len, "health request failed: %s: %s", eb_status_str(st),
+                 embroker_request_error(r));
+    }
+    embroker_request_free(&r);
+    return st;
+}
