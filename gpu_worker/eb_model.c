@@ -1,9 +1,8 @@
 /* eb_model — a small registry of model implementations, looked up by name.
  *
  * The worker is told which models to serve by name (--models identity,siglip); each name maps to
- * a static table of functions (eb_model_ops). Built-in implementations are added in seed() below:
- * SigLIP and Qwen3 plug in there as one line each (`registry[registry_n++] = &eb_model_siglip_ops;`)
- * once their ops tables exist; tests may register doubles at run time with eb_model_register.
+ * a static table of functions (eb_model_ops). Built-in implementations are added in seed() below,
+ * one line each; tests may register doubles at run time with eb_model_register.
  * The registry is filled before any thread starts, so lookups need no lock.
  */
 #include "eb_model.h"
@@ -14,6 +13,7 @@
 #include <string.h>
 
 #include "eb_model_identity.h"
+#include "eb_model_siglip.h"
 
 enum { REGISTRY_MAX = 32 };
 
@@ -29,6 +29,7 @@ static void seed(void)
     registry_seeded = true;
     registry[registry_n++] = &eb_model_identity_ops;
     registry[registry_n++] = &eb_model_identity_text_ops;
+    registry[registry_n++] = &eb_model_siglip_ops;
 }
 
 const eb_model_ops *eb_model_find(const char *name)

@@ -55,14 +55,14 @@ const char *eb_dtype_name(eb_dtype dtype);
 /* Conversions used by loaders and backends (exact: bf16/f16 -> f32 is lossless; f32 -> bf16
  * and f32 -> f16 round to nearest even, as torch does). `n` elements; src and dst must not
  * overlap. */
-void eb_bf16_to_f32(float *dst, const uint16_t *src, size_t n);
-void eb_f16_to_f32(float *dst, const uint16_t *src, size_t n);
-void eb_f32_to_bf16(uint16_t *dst, const float *src, size_t n);
-void eb_f32_to_f16(uint16_t *dst, const float *src, size_t n);
+void eb_ops_bf16_to_f32(float *dst, const uint16_t *src, size_t n);
+void eb_ops_f16_to_f32(float *dst, const uint16_t *src, size_t n);
+void eb_ops_f32_to_bf16(uint16_t *dst, const float *src, size_t n);
+void eb_ops_f32_to_f16(uint16_t *dst, const float *src, size_t n);
 
 /* Convert `n` elements of `src` (dtype src_dtype, F32/F16/BF16) to fp32. EB_ERR_INVALID for
  * another dtype. */
-eb_status eb_to_f32(float *dst, const void *src, eb_dtype src_dtype, size_t n);
+eb_status eb_ops_to_f32(float *dst, const void *src, eb_dtype src_dtype, size_t n);
 
 /* ---- buffers and weight tensors --------------------------------------------------------------- */
 
@@ -178,15 +178,17 @@ typedef struct eb_backend eb_backend;
 typedef struct eb_backend_iface {
     /* -- lifetime and memory -- */
 
-    /* Free everything the backend owns (buffers still alive are a bug; they are freed too). */
+    /* Free everything the backend owns. Release the buffers from buffer_alloc first (the CPU
+     * backend does not track them). */
     void (*destroy)(eb_backend *be);
 
     /* True when the backend implements `op` with `flags` (matmul/attention flags, else 0). */
     bool (*supports)(eb_backend *be, eb_op op, unsigned flags);
 
     /* Pre-allocate the scratch space ops need for shapes up to `limits` (CPU: im2col and
-     * attention score rows per thread; CUDA: workspaces, graph pools). Called once after load;
-     * may be called again with larger limits. EB_ERR_NOMEM on failure. */
+     * attention score rows per thread; CUDA: workspaces, graph pools). Called once per model
+     * after load; later calls only grow the scratch (one backend may serve several models).
+     * EB_ERR_NOMEM on failure. */
     eb_status (*reserve)(eb_backend *be, const eb_ops_limits *limits);
 
     /* One allocation of `bytes` (>0) backend memory, EB_OPS_ALIGN-aligned. NULL on failure.
@@ -276,7 +278,8 @@ typedef struct eb_backend_iface {
      *   pixels (B, Cin, Himg, Wimg) fp32 channels-first, w (C, Cin, P, P) stored as a matrix
      *   (C, Cin*P*P) with columns in (c, ky, kx) order, bias (C) or NULL, pos (T, C) or NULL;
      *   out (B, T, C) with T = (Himg/P)*(Wimg/P), token t = row-major patch (t / (Wimg/P),
-     *   t % (Wimg/P)). Himg and Wimg must be multiples of P. */
+     *   t % (Wimg/P)). Like Conv2d, sizes that are not multiples of P use floor(Himg/P) x
+     *   floor(Wimg/P) patches and ignore the remaining pixels (so400m: 384 / 14 -> 27 x 27). */
     eb_status (*patch_embed)(eb_backend *be, float *out, const float *pixels,
                              const eb_tensor *w, const eb_tensor *bias, const eb_tensor *pos,
                              int64_t B, int64_t Cin, int64_t Himg, int64_t Wimg, int64_t P);
@@ -320,8 +323,9 @@ struct eb_backend {
 typedef struct eb_backend_params {
     int n_threads;            /* CPU backend: compute threads (0 = number of online CPUs) */
     int device_index;         /* CUDA backend: device ordinal */
-    const char *cuda_library; /* path of libeb_cuda.so, NULL = "<exe dir>/../lib/libeb_cuda.so",
-                                 then the dynamic loader's search path */
+    const char *cuda_library; /* path of libeb_cuda.so, NULL = as eb_cuda_loader_path():
+                                 $EB_CUDA_LIBRARY, <exe dir>/../lib, <exe dir>/../../lib, then
+                                 the dynamic loader's search path */
 } eb_backend_params;
 
 /* The symbol a backend shared library exports (libeb_cuda.so), of type eb_backend_create_fn. */

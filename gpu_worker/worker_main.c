@@ -17,6 +17,7 @@
 
 #include "eb_config.h"
 #include "eb_log.h"
+#include "eb_cpu_ops.h"
 #include "eb_model.h"
 #include "eb_worker.h"
 
@@ -39,6 +40,9 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
+    /* Before anything loads OpenBLAS kernels: may re-exec once with OPENBLAS_CORETYPE set when
+     * Debian's OpenBLAS would fall back to its generic kernels on this CPU (eb_cpu_ops.h). */
+    eb_cpu_blas_ensure_coretype(argv);
     eb_log_set_program("embroker-worker");
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
