@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "eb_model_identity.h"
+#include "eb_model_qwen3.h"
 #include "eb_model_siglip.h"
 
 enum { REGISTRY_MAX = 32 };
@@ -30,6 +31,7 @@ static void seed(void)
     registry[registry_n++] = &eb_model_identity_ops;
     registry[registry_n++] = &eb_model_identity_text_ops;
     registry[registry_n++] = &eb_model_siglip_ops;
+    registry[registry_n++] = &eb_model_qwen3_ops;
 }
 
 const eb_model_ops *eb_model_find(const char *name)
