@@ -386,11 +386,19 @@ static void request_answer(eb_broker *b, eb_request *r)
             first_message = res->error;
         }
         count_status(b, it->status);
-        /* Worker stages are summed over the inputs; queue is the longest wait (wall clock of
-         * the request), total is set below (docs/protocol.md, "Timings"). */
-        for (int s = 0; s < EB_STAGE_COUNT; s++)
-            if (it->timings.us[s] >= 0 && s != EB_STAGE_QUEUE && s != EB_STAGE_TOTAL)
-                stage_max[s] = (stage_max[s] < 0 ? 0 : stage_max[s]) + it->timings.us[s];
+        /* Per-input worker stages (copy, hash, decode, preprocess) run one input after the
+         * other and are summed; infer is the forward of the whole batch, which every input of
+         * it reports, so it is the longest, not the sum; queue is the longest wait; total is
+         * set below (docs/protocol.md, "Timings"). */
+        for (int s = 0; s < EB_STAGE_COUNT; s++) {
+            int64_t v = it->timings.us[s];
+            if (v < 0 || s == EB_STAGE_QUEUE || s == EB_STAGE_TOTAL)
+                continue;
+            if (s == EB_STAGE_INFER)
+                stage_max[s] = v > stage_max[s] ? v : stage_max[s];
+            else
+                stage_max[s] = (stage_max[s] < 0 ? 0 : stage_max[s]) + v;
+        }
         if (it->dispatches > 0 && it->queue_us > stage_max[EB_STAGE_QUEUE])
             stage_max[EB_STAGE_QUEUE] = it->queue_us;
     }
