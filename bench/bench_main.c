@@ -1,0 +1,506 @@
+/* embroker-bench — measure the serving path against floors taken in the same run.
+ *
+ *   embroker-bench roundtrip [--clients 1,8] [--requests 2000] [--input-bytes 4096] [--out DIR]
+ *       identity-model round trips through embrokerd + one embroker-worker (inputs through the
+ *       client's shared-memory segment), against the floor: the same four hops through a plain
+ *       zmq_proxy relay and an echo worker (bench/eb_bench_floor.c). Closed loop, one request in
+ *       flight per client.
+ *   embroker-bench transport [--sizes 65536,1048576,6291456,25165824] [--requests 40] [--out DIR]
+ *   embroker-bench siglip --siglip-dir DIR [--threads 2] [--batches 1,8,32] [--seconds 10]
+ *   embroker-bench qwen3 --qwen3-dir DIR [--threads 2] [--seconds 10]
+ *   embroker-bench tokenizer [--tokenizer FILE] [--corpus FILE.jsonl]
+ *       the models alone, on the CPU (the PyTorch/tokenizers peers run in bench/peers/ with the
+ *       same inputs and threads; bench/run puts them side by side)
+ *       the same path at growing input sizes, shared memory against inline bytes, with the
+ *       worker's hash and copy stages reported on their own.
+ *
+ * The broker and worker are started by the benchmark (binaries from --bin, default the directory
+ * of this program) in a private run directory and stopped at the end. Results: a table on
+ * stdout, CSV and markdown files in --out (default bench/results/, or $EMBROKER_RESULTS_DIR).
+ */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "eb_bench_floor.h"
+#include "eb_bench_models.h"
+#include "eb_bench_stats.h"
+#include "eb_clock.h"
+#include "eb_config.h"
+#include "eb_cpu_ops.h"
+#include "eb_status.h"
+#include "embroker.h"
+
+typedef struct bench_env {
+    char bin_dir[1024];
+    char run_dir[1024];
+    char out_dir[1024];
+    pid_t broker_pid, worker_pid;
+} bench_env;
+
+/* ---- processes ---------------------------------------------------------------------------- */
+
+static pid_t spawn(char *const argv[], const char *log_path)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        FILE *log = fopen(log_path, "a");
+        if (log) {
+            dup2(fileno(log), STDOUT_FILENO);
+            dup2(fileno(log), STDERR_FILENO);
+        }
+        execv(argv[0], argv);
+        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
+static void stop_pid(pid_t *pid)
+{
+    if (*pid > 0) {
+        kill(*pid, SIGTERM);
+        for (int i = 0; i < 100; i++) {
+            if (waitpid(*pid, NULL, WNOHANG) == *pid) {
+                *pid = 0;
+                return;
+            }
+            eb_sleep_us(20000);
+        }
+        kill(*pid, SIGKILL);
+        waitpid(*pid, NULL, 0);
+        *pid = 0;
+    }
+}
+
+/* Start embrokerd and one identity worker; wait until a request succeeds. */
+static int start_embroker(bench_env *env, uint32_t max_batch)
+{
+    char broker[1100], worker[1100], log[1100], batch[32];
+    snprintf(broker, sizeof broker, "%s/embrokerd", env->bin_dir);
+    snprintf(worker, sizeof worker, "%s/embroker-worker", env->bin_dir);
+    snprintf(log, sizeof log, "%s/bench.log", env->run_dir);
+    snprintf(batch, sizeof batch, "%u", max_batch);
+    char *bargv[] = {broker, "--run-dir", env->run_dir, "--max-input-bytes", "33554432",
+                     "--max-message-bytes", "67108864", "--log-level", "warn", NULL};
+    env->broker_pid = spawn(bargv, log);
+    char *wargv[] = {worker, "--run-dir", env->run_dir, "--models", "identity",
+                     "--identity-max-batch", batch, "--log-level", "warn", NULL};
+    env->worker_pid = spawn(wargv, log);
+
+    embroker_options_t opt;
+    embroker_options_default(&opt);
+    opt.run_dir = env->run_dir;
+    opt.timeout_ms = 2000;
+    for (int attempt = 0; attempt < 50; attempt++) {
+        embroker_t *eb = NULL;
+        char err[512];
+        if (embroker_connect(&opt, &eb, err, sizeof err) == EB_OK) {
+            embroker_request_t *req = NULL;
+            static const uint8_t pixel[3 * 4] = {1, 2, 3};
+            eb_status st = embroker_embed_raw_rgb8(eb, "identity", pixel, 2, 2, &req);
+            embroker_request_free(&req);
+            embroker_close(&eb);
+            if (st == EB_OK)
+                return 0;
+        }
+        eb_sleep_us(100000);
+    }
+    fprintf(stderr, "bench: broker/worker did not start (log: %s)\n", log);
+    return -1;
+}
+
+static void stop_embroker(bench_env *env)
+{
+    stop_pid(&env->worker_pid);
+    stop_pid(&env->broker_pid);
+}
+
+/* ---- closed-loop clients ------------------------------------------------------------------ */
+
+typedef struct client_job {
+    const bench_env *env;
+    int requests;
+    size_t input_bytes;
+    bool force_inline;
+    const char *floor_endpoint; /* non-NULL: talk to the floor relay instead */
+    size_t floor_request_bytes;
+    eb_samples total, hash, copy, infer;
+    pthread_barrier_t *start;
+} client_job;
+
+static void fill_input(uint8_t *buf, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1103515245u + 12345u;
+        buf[i] = (uint8_t)(seed >> 16);
+    }
+}
+
+static void *embroker_client(void *arg)
+{
+    client_job *job = arg;
+    embroker_options_t opt;
+    embroker_options_default(&opt);
+    opt.run_dir = job->env->run_dir;
+    opt.timeout_ms = 30000;
+    opt.max_inline_bytes = 32u << 20;
+    opt.shm_size = 64u << 20;
+    embroker_t *eb = NULL;
+    char err[512];
+    uint8_t *input = malloc(job->input_bytes);
+    if (embroker_connect(&opt, &eb, err, sizeof err) != EB_OK) {
+        fprintf(stderr, "bench client: %s\n", err);
+        job->total.errors = job->requests;
+        pthread_barrier_wait(job->start);
+        free(input);
+        return NULL;
+    }
+    embroker_request_options_t ro = {.force_inline = job->force_inline};
+    pthread_barrier_wait(job->start);
+    for (int i = 0; i < job->requests; i++) {
+        /* a different input each time so nothing can be served from a cache */
+        fill_input(input, job->input_bytes < 64 ? job->input_bytes : 64, (unsigned)i * 7919u + 1);
+        /* raw pixels: one row of input_bytes/3 RGB pixels (input_bytes is a multiple of 3) */
+        embroker_input_t in = {.kind = EMBROKER_INPUT_RAW_RGB8, .bytes = input,
+                               .len = job->input_bytes, .width = (uint32_t)(job->input_bytes / 3),
+                               .height = 1};
+        embroker_request_t *req = NULL;
+        int64_t t0 = eb_now_us();
+        eb_status st = embroker_embed(eb, "identity", &in, 1, &ro, &req);
+        int64_t t1 = eb_now_us();
+        if (st == EB_OK) {
+            const embroker_timings_t *t = embroker_request_timings(req);
+            eb_samples_add(&job->total, t1 - t0);
+            if (t->hash_us >= 0)
+                eb_samples_add(&job->hash, t->hash_us);
+            if (t->copy_us >= 0)
+                eb_samples_add(&job->copy, t->copy_us);
+            if (t->infer_us >= 0)
+                eb_samples_add(&job->infer, t->infer_us);
+        } else {
+            job->total.errors++;
+            if (job->total.errors <= 3)
+                fprintf(stderr, "bench client: request failed: %s (%s)\n", eb_status_str(st),
+                        req ? embroker_request_error(req) : "");
+        }
+        embroker_request_free(&req);
+    }
+    embroker_close(&eb);
+    free(input);
+    return NULL;
+}
+
+static void *floor_client(void *arg)
+{
+    client_job *job = arg;
+    void *ctx = zmq_ctx_new();
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_connect(s, job->floor_endpoint);
+    uint8_t *request = calloc(1, job->floor_request_bytes);
+    char reply[65536];
+    pthread_barrier_wait(job->start);
+    for (int i = 0; i < job->requests; i++) {
+        int64_t t0 = eb_now_us();
+        zmq_send(s, request, job->floor_request_bytes, 0);
+        int n = zmq_recv(s, reply, sizeof reply, 0);
+        int64_t t1 = eb_now_us();
+        if (n < 0)
+            job->total.errors++;
+        else
+            eb_samples_add(&job->total, t1 - t0);
+    }
+    free(request);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    return NULL;
+}
+
+/* Run `clients` threads of `fn`; merge their samples into *out; returns wall seconds. */
+static double run_clients(int clients, client_job *proto, void *(*fn)(void *), client_job *out)
+{
+    client_job *jobs = calloc((size_t)clients, sizeof *jobs);
+    pthread_t *threads = calloc((size_t)clients, sizeof *threads);
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, (unsigned)clients + 1);
+    for (int i = 0; i < clients; i++) {
+        jobs[i] = *proto;
+        memset(&jobs[i].total, 0, 4 * sizeof(eb_samples));
+        jobs[i].start = &start;
+        pthread_create(&threads[i], NULL, fn, &jobs[i]);
+    }
+    pthread_barrier_wait(&start);
+    int64_t t0 = eb_now_us();
+    for (int i = 0; i < clients; i++)
+        pthread_join(threads[i], NULL);
+    double wall = (double)(eb_now_us() - t0) / 1e6;
+    memset(&out->total, 0, 4 * sizeof(eb_samples));
+    for (int i = 0; i < clients; i++) {
+        eb_samples_merge(&out->total, &jobs[i].total);
+        eb_samples_merge(&out->hash, &jobs[i].hash);
+        eb_samples_merge(&out->copy, &jobs[i].copy);
+        eb_samples_merge(&out->infer, &jobs[i].infer);
+    }
+    pthread_barrier_destroy(&start);
+    free(jobs);
+    free(threads);
+    return wall;
+}
+
+static double p50_of(eb_samples *s)
+{
+    eb_summary sum;
+    eb_samples_summarise(s, &sum);
+    return sum.n ? sum.p50_us : NAN;
+}
+
+static void free_job(client_job *job)
+{
+    eb_samples_free(&job->total);
+    eb_samples_free(&job->hash);
+    eb_samples_free(&job->copy);
+    eb_samples_free(&job->infer);
+}
+
+static void add_latency_cols(eb_row *row, eb_samples *s, double wall)
+{
+    eb_summary sum;
+    eb_samples_summarise(s, &sum);
+    eb_row_add(row, "n", (double)sum.n);
+    eb_row_add(row, "errors", (double)sum.errors);
+    eb_row_add(row, "p50_us", sum.p50_us);
+    eb_row_add(row, "p90_us", sum.p90_us);
+    eb_row_add(row, "p99_us", sum.p99_us);
+    eb_row_add(row, "max_us", sum.max_us);
+    eb_row_add(row, "req_per_s", wall > 0 ? (double)sum.n / wall : NAN);
+}
+
+/* ---- output --------------------------------------------------------------------------------- */
+
+static void write_results(const bench_env *env, const char *name, const char *title,
+                          const eb_row *rows, size_t n, const char *notes)
+{
+    eb_rows_print_table(stdout, title, rows, n);
+    if (notes)
+        printf("%s\n", notes);
+    char path[1200];
+    mkdir(env->out_dir, 0755);
+    snprintf(path, sizeof path, "%s/%s.csv", env->out_dir, name);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        eb_rows_write_csv(f, rows, n);
+        fclose(f);
+    }
+    snprintf(path, sizeof path, "%s/%s.md", env->out_dir, name);
+    f = fopen(path, "w");
+    if (f) {
+        char host[256] = "?";
+        gethostname(host, sizeof host);
+        time_t now = time(NULL);
+        char date[64];
+        strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&now));
+        fprintf(f, "# %s\n\nmachine: %s, %ld cores; %s\n", title, host, sysconf(_SC_NPROCESSORS_ONLN), date);
+        eb_rows_write_markdown(f, NULL, rows, n);
+        if (notes)
+            fprintf(f, "\n%s\n", notes);
+        fclose(f);
+        printf("results: %s/%s.{csv,md}\n", env->out_dir, name);
+    }
+}
+
+/* ---- scenarios ------------------------------------------------------------------------------ */
+
+static int parse_list(const char *s, long *out, int max)
+{
+    int n = 0;
+    while (s && *s && n < max) {
+        char *end;
+        out[n++] = strtol(s, &end, 10);
+        s = *end == ',' ? end + 1 : NULL;
+    }
+    return n;
+}
+
+static int cmd_roundtrip(bench_env *env, const eb_config *cfg)
+{
+    long clients[8];
+    int nclients = parse_list(eb_config_get(cfg, "clients", "1,8"), clients, 8);
+    int requests = atoi(eb_config_get(cfg, "requests", "2000"));
+    size_t input_bytes = (size_t)atol(eb_config_get(cfg, "input_bytes", "4095"));
+    input_bytes -= input_bytes % 3; /* whole RGB pixels */
+    eb_row rows[32];
+    size_t nrows = 0;
+
+    /* floor first, in the same run */
+    eb_floor floor;
+    if (eb_floor_start(&floor, env->run_dir, 64 * 4 + 160) != 0)
+        return 1;
+    double floor_p50[8];
+    for (int c = 0; c < nclients; c++) {
+        client_job proto = {.env = env, .requests = requests, .floor_endpoint = floor.frontend,
+                            .floor_request_bytes = 160};
+        client_job result = {0};
+        run_clients(1, &proto, floor_client, &result); /* warm-up */
+        free_job(&result);
+        double wall = run_clients((int)clients[c], &proto, floor_client, &result);
+        char label[96];
+        snprintf(label, sizeof label, "floor zmq_proxy, %ld client%s", clients[c], clients[c] > 1 ? "s" : "");
+        eb_row_init(&rows[nrows], label);
+        add_latency_cols(&rows[nrows], &result.total, wall);
+        floor_p50[c] = rows[nrows].values[2];
+        eb_row_add(&rows[nrows], "x_floor_p50", 1.0);
+        nrows++;
+        free_job(&result);
+    }
+    eb_floor_stop(&floor);
+
+    if (start_embroker(env, 32) != 0)
+        return 1;
+    for (int c = 0; c < nclients; c++) {
+        client_job proto = {.env = env, .requests = requests, .input_bytes = input_bytes};
+        client_job result = {0};
+        double wall = run_clients((int)clients[c], &proto, embroker_client, &result);
+        char label[96];
+        snprintf(label, sizeof label, "embroker identity shm, %ld client%s", clients[c], clients[c] > 1 ? "s" : "");
+        eb_row_init(&rows[nrows], label);
+        add_latency_cols(&rows[nrows], &result.total, wall);
+        eb_row_add(&rows[nrows], "x_floor_p50", rows[nrows].values[2] / floor_p50[c]);
+        nrows++;
+        free_job(&result);
+    }
+    stop_embroker(env);
+    char notes[512];
+    snprintf(notes, sizeof notes,
+             "Closed loop, one request in flight per client, %d requests per client, %zu-byte input "
+             "through shared memory; floor = same hops through zmq_proxy + echo worker with a "
+             "160-byte request and 416-byte reply. x_floor_p50 = p50 / floor p50 at the same "
+             "client count (target <= 1.5).",
+             requests, input_bytes);
+    write_results(env, "roundtrip", "Identity round trip vs zmq_proxy floor", rows, nrows, notes);
+    return 0;
+}
+
+static int cmd_transport(bench_env *env, const eb_config *cfg)
+{
+    long sizes[8];
+    int nsizes = parse_list(eb_config_get(cfg, "sizes", "65536,1048576,6291456,25165824"), sizes, 8);
+    int requests = atoi(eb_config_get(cfg, "requests", "40"));
+    if (start_embroker(env, 8) != 0)
+        return 1;
+    eb_row rows[32];
+    size_t nrows = 0;
+    for (int i = 0; i < nsizes; i++) {
+        for (int mode = 0; mode < 2; mode++) {
+            size_t bytes = (size_t)sizes[i] - (size_t)sizes[i] % 3; /* whole RGB pixels */
+            client_job proto = {.env = env, .requests = requests, .input_bytes = bytes,
+                                .force_inline = mode == 1};
+            client_job result = {0};
+            run_clients(1, &proto, embroker_client, &result);
+            char label[96];
+            snprintf(label, sizeof label, "%s %.2f MB", mode ? "inline" : "shm", (double)bytes / 1e6);
+            eb_row_init(&rows[nrows], label);
+            double total = p50_of(&result.total), hash = p50_of(&result.hash),
+                   copy = p50_of(&result.copy), infer = p50_of(&result.infer);
+            eb_row_add(&rows[nrows], "n", (double)result.total.n);
+            eb_row_add(&rows[nrows], "total_p50_us", total);
+            eb_row_add(&rows[nrows], "hash_p50_us", hash);
+            eb_row_add(&rows[nrows], "copy_p50_us", copy);
+            eb_row_add(&rows[nrows], "handoff_us", total - (isnan(hash) ? 0 : hash) -
+                                                       (isnan(copy) ? 0 : copy) -
+                                                       (isnan(infer) ? 0 : infer));
+            eb_row_add(&rows[nrows], "hash_us_per_MB", isnan(hash) ? NAN : hash / ((double)bytes / 1e6));
+            nrows++;
+            free_job(&result);
+        }
+    }
+    stop_embroker(env);
+    char notes[512];
+    snprintf(notes, sizeof notes,
+             "One client, %d sequential requests per row (p50 shown), identity model. handoff_us = "
+             "total - hash - copy - infer: the cost of moving the request and reply between "
+             "processes. copy = the worker's guarded copy out of the client's segment (shm) or "
+             "out of the received frame (inline).",
+             requests);
+    write_results(env, "transport", "Transport: shared memory vs inline bytes", rows, nrows, notes);
+    return 0;
+}
+
+/* Models on the CPU, without the transport: rows printed and written like the others. */
+static int cmd_models(bench_env *env, const eb_config *cfg, const char *which)
+{
+    eb_row rows[16];
+    int n;
+    if (strcmp(which, "siglip") == 0)
+        n = eb_bench_siglip(cfg, rows, 16);
+    else if (strcmp(which, "qwen3") == 0)
+        n = eb_bench_qwen3(cfg, rows, 16);
+    else
+        n = eb_bench_tokenizer(cfg, rows, 16);
+    if (n < 0)
+        return 1;
+    char name[64], title[128];
+    snprintf(name, sizeof name, "%s-cpu", which);
+    snprintf(title, sizeof title, "%s on the CPU (%s threads)", which, eb_config_get(cfg, "threads", "2"));
+    write_results(env, name, title, rows, (size_t)n, NULL);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    eb_cpu_blas_ensure_coretype(argv);
+    signal(SIGPIPE, SIG_IGN);
+    eb_config *cfg = eb_config_new();
+    char *pos[4];
+    int npos = 0;
+    char err[512];
+    if (eb_config_load_args(cfg, argc, argv, NULL, pos, 4, &npos, err, sizeof err) != EB_OK ||
+        npos < 1) {
+        fprintf(stderr, "usage: embroker-bench roundtrip|transport [--flags]\n%s\n", npos < 1 ? "" : err);
+        return 2;
+    }
+    bench_env env = {0};
+    char self[1024];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    self[n > 0 ? n : 0] = '\0';
+    char *slash = strrchr(self, '/');
+    if (slash)
+        *slash = '\0';
+    snprintf(env.bin_dir, sizeof env.bin_dir, "%s", eb_config_get(cfg, "bin", self));
+    const char *out = getenv("EMBROKER_RESULTS_DIR");
+    snprintf(env.out_dir, sizeof env.out_dir, "%s", eb_config_get(cfg, "out", out ? out : "bench/results"));
+    snprintf(env.run_dir, sizeof env.run_dir, "/tmp/embroker-bench.XXXXXX");
+    if (!mkdtemp(env.run_dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    int rc;
+    if (strcmp(pos[0], "roundtrip") == 0)
+        rc = cmd_roundtrip(&env, cfg);
+    else if (strcmp(pos[0], "transport") == 0)
+        rc = cmd_transport(&env, cfg);
+    else if (strcmp(pos[0], "siglip") == 0 || strcmp(pos[0], "qwen3") == 0 ||
+             strcmp(pos[0], "tokenizer") == 0)
+        rc = cmd_models(&env, cfg, pos[0]);
+    else {
+        fprintf(stderr, "embroker-bench: unknown scenario \"%s\"\n", pos[0]);
+        rc = 2;
+    }
+    stop_embroker(&env);
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", env.run_dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "bench: could not remove %s\n", env.run_dir);
+    eb_config_destroy(&cfg);
+    return rc;
+}
