@@ -5,9 +5,9 @@ import re, sys
 def split_top(cfg):
     parts, depth, cur = [], 0, ''
     for ch in cfg:
-        if ch in '([{<':
+        if ch in '([{':
             depth += 1
-        elif ch in ')]}>':
+        elif ch in ')]}':
             depth -= 1
         if ch == ',' and depth == 0:
             parts.append(cur.strip())
