@@ -120,11 +120,89 @@ eb_status eb_model_warm_up(eb_model *model, char *err, size_t err_len)
     return EB_OK;
 }
 
+/* Run the model on its canary input into out (info.dims floats). */
+static eb_status canary_run(eb_model *model, float *out, uint32_t *dims, char *err, size_t err_len)
+{
+    static const char text[] = "embroker canary: a red running shoe, size 42";
+    enum { SIDE = 64 };
+    static uint8_t pixels[SIDE * SIDE * 3];
+    for (int i = 0; i < SIDE * SIDE * 3; i++) /* a fixed gradient with some texture */
+        pixels[i] = (uint8_t)((i / 3 % SIDE) * 3 + (i / 3 / SIDE) * 2 + (i % 3) * 40 + (i * 7 % 13));
+    eb_model_input in = {.normalize = true};
+    if (model->info.input == EB_INPUT_TEXT) {
+        in.kind = EB_INPUT_TEXT;
+        in.bytes = (const uint8_t *)text;
+        in.len = sizeof text - 1;
+    } else {
+        in.kind = EB_INPUT_RAW_RGB8;
+        in.width = in.height = SIDE;
+        in.bytes = pixels;
+        in.len = sizeof pixels;
+    }
+    eb_model_output o = {.embedding = out, .decode_us = -1, .preprocess_us = -1, .infer_us = -1};
+    eb_status st = model->ops->run_batch(model->state, &in, &o, 1, err, err_len);
+    if (st == EB_OK && o.status != EB_OK) {
+        snprintf(err, err_len, "%s", o.error);
+        st = o.status;
+    }
+    *dims = o.dims;
+    return st;
+}
+
+eb_status eb_model_canary_record(eb_model *model, char *err, size_t err_len)
+{
+    float *v = calloc(model->info.dims, sizeof *v);
+    if (!v)
+        return EB_ERR_NOMEM;
+    uint32_t dims = 0;
+    eb_status st = canary_run(model, v, &dims, err, err_len);
+    if (st != EB_OK) {
+        free(v);
+        return st;
+    }
+    free(model->canary);
+    model->canary = v;
+    model->canary_dims = dims;
+    return EB_OK;
+}
+
+eb_status eb_model_canary_check(eb_model *model, double tolerance, double *distance, char *err,
+                                size_t err_len)
+{
+    if (!model->canary)
+        return eb_model_canary_record(model, err, err_len);
+    float *v = calloc(model->info.dims, sizeof *v);
+    if (!v)
+        return EB_ERR_NOMEM;
+    uint32_t dims = 0;
+    eb_status st = canary_run(model, v, &dims, err, err_len);
+    if (st == EB_OK) {
+        double num = 0, den = 0;
+        for (uint32_t i = 0; i < dims && i < model->canary_dims; i++) {
+            double d = (double)v[i] - model->canary[i];
+            num += d * d;
+            den += (double)model->canary[i] * model->canary[i];
+        }
+        double dist = dims == model->canary_dims ? sqrt(num / (den > 0 ? den : 1)) : INFINITY;
+        if (distance)
+            *distance = dist;
+        if (!(dist <= tolerance)) {
+            snprintf(err, err_len, "model \"%s\": canary vector moved by %.3g (relative L2, "
+                     "tolerance %.3g) since warm-up: the model no longer computes what it did",
+                     model->info.name, dist, tolerance);
+            st = EB_ERR_MODEL;
+        }
+    }
+    free(v);
+    return st;
+}
+
 void eb_model_destroy(eb_model **model)
 {
     if (!model || !*model)
         return;
     (*model)->ops->destroy((*model)->state);
+    free((*model)->canary);
     free(*model);
     *model = NULL;
 }

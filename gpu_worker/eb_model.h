@@ -109,6 +109,8 @@ typedef struct eb_model {
     void *state;
     eb_model_info info;
     bool warm;
+    float *canary;          /* the canary input's vector recorded at warm-up (info.dims), or NULL */
+    uint32_t canary_dims;
 } eb_model;
 
 /* The implementation registered under `name`, or NULL. Built-in: "identity" (test model, see
@@ -131,6 +133,19 @@ eb_model *eb_model_load(const char *name, const eb_config *cfg, char *err, size_
 
 /* warm_up (when the model has one) and mark the model warm. */
 eb_status eb_model_warm_up(eb_model *model, char *err, size_t err_len);
+
+/* The canary: a fixed input (a 64x64 raw RGB gradient for image models, a fixed sentence for text
+ * models) whose vector is recorded once and recomputed from time to time. A model that silently
+ * starts computing something else (corrupted weights, a broken device, a bad driver) gives a
+ * different vector, and the worker reports itself unhealthy.
+ *
+ * eb_model_canary_record runs the canary and keeps its vector (call after warm-up).
+ * eb_model_canary_check runs it again; EB_OK when the relative L2 distance to the recorded vector
+ * is within `tolerance` (*distance receives it), EB_ERR_MODEL with a message when not, another
+ * status when the run itself failed. Both are called from the thread that runs batches. */
+eb_status eb_model_canary_record(eb_model *model, char *err, size_t err_len);
+eb_status eb_model_canary_check(eb_model *model, double tolerance, double *distance, char *err,
+                                size_t err_len);
 
 /* Destroy the state and free the model; sets *model to NULL. NULL-safe. */
 void eb_model_destroy(eb_model **model);

@@ -6,6 +6,7 @@
 #include "eb_model_identity.h"
 
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@ typedef struct identity_state {
     uint32_t dims;
     uint32_t max_batch;
     int64_t delay_ms;
+    int64_t corrupt_after; /* test-only: after this many items, outputs drift (-1 = never) */
     FILE *log;
     atomic_uint_fast64_t processed;
 } identity_state;
@@ -32,6 +34,10 @@ static eb_status identity_load_kind(const eb_config *cfg, void **state, char *er
         st = eb_config_get_int(cfg, "identity_max_batch", 32, 1, 4096, &max_batch, err, err_len);
     if (st == EB_OK)
         st = eb_config_get_int(cfg, "identity_delay_ms", 0, 0, 3600000, &delay_ms, err, err_len);
+    int64_t corrupt_after = -1;
+    if (st == EB_OK)
+        st = eb_config_get_int(cfg, "identity_corrupt_after", -1, -1, INT64_MAX, &corrupt_after,
+                               err, err_len);
     if (st != EB_OK)
         return st;
     identity_state *s = calloc(1, sizeof *s);
@@ -44,6 +50,7 @@ static eb_status identity_load_kind(const eb_config *cfg, void **state, char *er
     s->dims = (uint32_t)dims;
     s->max_batch = (uint32_t)max_batch;
     s->delay_ms = delay_ms;
+    s->corrupt_after = corrupt_after;
     const char *log_path = eb_config_get(cfg, "identity_log_file", NULL);
     if (log_path && *log_path) {
         s->log = fopen(log_path, "a");
@@ -107,6 +114,10 @@ static eb_status identity_run_batch(void *state, const eb_model_input *in, eb_mo
                 dims = in[i].output_dim;
             eb_model_identity_embed(in[i].bytes, in[i].len, dims, in[i].normalize,
                                     out[i].embedding);
+            /* test-only: simulate a device that silently starts computing wrong vectors, so
+             * the worker's canary can be seen to catch it */
+            if (s->corrupt_after >= 0 && atomic_load(&s->processed) >= (uint64_t)s->corrupt_after)
+                out[i].embedding[0] += 0.5f;
             out[i].dims = dims;
             out[i].status = EB_OK;
         }

@@ -20,6 +20,9 @@
  *                        while a batch is in flight)
  *   identity_log_file    when set, one line per processed item is appended: the hex SHA-256 of
  *                        its bytes (tests check which inputs reached a worker)
+ *   identity_corrupt_after  after this many processed items (canary runs included) every output
+ *                        is silently wrong (+0.5 on its first value): a simulated broken device,
+ *                        so tests can see the worker's canary catch it; default -1 (never)
  * An input whose bytes begin with "identity:fail" fails with EB_ERR_MODEL (tests check that one
  * bad item fails alone). */
 #ifndef EB_MODEL_IDENTITY_H

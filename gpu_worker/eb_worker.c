@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <zmq.h>
@@ -96,6 +97,8 @@ struct eb_worker {
     atomic_int_fast64_t batch_started_us; /* 0 = compute idle */
     atomic_bool stop;
     int stop_fd;           /* eventfd: eb_worker_stop → I/O loop */
+    atomic_bool canary_failed; /* a model's canary moved: report unhealthy from now on */
+    int64_t next_canary_us;    /* compute thread: when the canaries run next (0 = never) */
 
     /* segment cache (shared by both threads) */
     pthread_mutex_t seg_mu;
@@ -110,6 +113,7 @@ struct eb_worker {
 
     /* counters */
     atomic_uint_fast64_t st_batches, st_items, st_failed, st_dropped, st_reconnects, st_bad;
+    atomic_uint_fast64_t st_canary_checks, st_canary_failures;
 };
 
 /* ---- small helpers --------------------------------------------------------------------------- */
@@ -507,19 +511,62 @@ done:
     free(idx);
 }
 
+/* Rerun every model's canary (eb_model.h) and remember a failure for the heartbeats. Runs on the
+ * compute thread between batches, under the watchdog like a batch. */
+static void run_canaries(eb_worker *w)
+{
+    atomic_store(&w->batch_started_us, eb_now_us());
+    for (size_t i = 0; i < w->n_models; i++) {
+        char err[512] = "";
+        double distance = 0;
+        eb_status st = eb_model_canary_check(w->models[i], w->opt.canary_tolerance, &distance, err,
+                                             sizeof err);
+        atomic_fetch_add(&w->st_canary_checks, 1);
+        if (st != EB_OK) {
+            atomic_fetch_add(&w->st_canary_failures, 1);
+            atomic_store(&w->canary_failed, true);
+            eb_log_error("worker_canary_failed", "worker=%s model=%s status=%s reason=\"%s\"",
+                         w->worker_id, w->models[i]->info.name, eb_status_str(st), err);
+        } else {
+            eb_log_debug("worker_canary_ok", "worker=%s model=%s distance=%.3g", w->worker_id,
+                         w->models[i]->info.name, distance);
+        }
+    }
+    atomic_store(&w->batch_started_us, 0);
+    w->next_canary_us = eb_now_us() + (int64_t)w->opt.canary_interval_ms * 1000;
+}
+
 static void *compute_main(void *arg)
 {
     eb_worker *w = arg;
     for (;;) {
         pthread_mutex_lock(&w->mu);
-        while (!w->todo.head && !w->compute_stop)
-            pthread_cond_wait(&w->cv, &w->mu);
+        while (!w->todo.head && !w->compute_stop) {
+            if (!w->next_canary_us) {
+                pthread_cond_wait(&w->cv, &w->mu);
+                continue;
+            }
+            int64_t now = eb_now_us();
+            if (now >= w->next_canary_us)
+                break;
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            int64_t wake = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000 + (w->next_canary_us - now);
+            ts.tv_sec = wake / 1000000;
+            ts.tv_nsec = (wake % 1000000) * 1000;
+            pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+        }
         if (w->compute_stop) {
             pthread_mutex_unlock(&w->mu);
             return NULL;
         }
         job *j = queue_pop(&w->todo);
         pthread_mutex_unlock(&w->mu);
+        /* a canary that is due runs before the next batch, so a busy worker checks too */
+        if (w->next_canary_us && eb_now_us() >= w->next_canary_us)
+            run_canaries(w);
+        if (!j)
+            continue;
 
         atomic_store(&w->batch_started_us, eb_now_us());
         compute_job(w, j);
@@ -575,7 +622,7 @@ static void send_heartbeat(eb_worker *w)
     for (size_t i = 0; i < w->n_models; i++)
         warm = warm && w->models[i]->warm;
     m.u.heartbeat.warm = warm;
-    m.u.heartbeat.healthy = !w->unhealthy;
+    m.u.heartbeat.healthy = !w->unhealthy && !atomic_load(&w->canary_failed);
     m.u.heartbeat.inflight_items = w->held_items;
     send_msg(w, &m, NULL, 0);
 }
@@ -799,6 +846,8 @@ void eb_worker_options_default(eb_worker_options *opt)
     opt->heartbeat_interval_ms = 1000;
     opt->watchdog_ms = 60000;
     opt->reconnect_max_ms = 2000;
+    opt->canary_interval_ms = 300000;
+    opt->canary_tolerance = 1e-5;
     eb_proto_limits_default(&opt->limits);
 }
 
@@ -850,6 +899,19 @@ eb_status eb_worker_options_from_config(const eb_config *cfg, eb_worker_options 
         EB_OK)
         return st;
     opt->queue_items = (uint32_t)v;
+    if ((st = eb_config_get_int(cfg, "canary_interval_ms", 300000, 0, 86400000, &v, err,
+                                err_len)) != EB_OK)
+        return st;
+    opt->canary_interval_ms = (int)v;
+    const char *tol = eb_config_get(cfg, "canary_tolerance", NULL);
+    if (tol) {
+        char *end;
+        opt->canary_tolerance = strtod(tol, &end);
+        if (end == tol || *end || !(opt->canary_tolerance >= 0)) {
+            snprintf(err, err_len, "canary_tolerance=%s is not a number >= 0", tol);
+            return EB_ERR_INVALID;
+        }
+    }
     return eb_proto_limits_from_config(cfg, &opt->limits, err, err_len);
 }
 
@@ -918,7 +980,12 @@ eb_worker *eb_worker_new(const eb_worker_options *opt, eb_model **models, size_t
     w->max_batch = max_batch ? max_batch : 1;
     w->queue_items = opt->queue_items ? opt->queue_items : 2 * w->max_batch;
     pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
+    /* the compute thread's timed wait (canaries) counts on the monotonic clock */
+    pthread_condattr_t cv_attr;
+    pthread_condattr_init(&cv_attr);
+    pthread_condattr_setclock(&cv_attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cv, &cv_attr);
+    pthread_condattr_destroy(&cv_attr);
     pthread_mutex_init(&w->seg_mu, NULL);
     atomic_init(&w->batch_started_us, 0);
     atomic_init(&w->stop, false);
@@ -935,6 +1002,20 @@ eb_status eb_worker_run(eb_worker *w)
     /* libcrypto sets itself up on first use (~2 ms): do it now, not on the first request. */
     uint8_t digest[EB_HASH_LEN];
     eb_content_hash("image", 0, 0, "", "", 0, digest);
+    /* Record every model's canary before serving: a model that cannot embed a fixed input at
+     * start is broken, and later runs are compared with these vectors. */
+    if (w->opt.canary_interval_ms > 0) {
+        for (size_t i = 0; i < w->n_models; i++) {
+            char err[512] = "";
+            eb_status st = eb_model_canary_record(w->models[i], err, sizeof err);
+            if (st != EB_OK) {
+                eb_log_error("worker_canary_failed", "worker=%s model=%s status=%s reason=\"%s\"",
+                             w->worker_id, w->models[i]->info.name, eb_status_str(st), err);
+                return st;
+            }
+        }
+        w->next_canary_us = eb_now_us() + (int64_t)w->opt.canary_interval_ms * 1000;
+    }
     if (pthread_create(&w->compute_thread, NULL, compute_main, w) != 0) {
         eb_log_error("worker_thread_failed", "reason=\"cannot start the compute thread\"");
         return EB_ERR_IO;
@@ -1086,6 +1167,8 @@ void eb_worker_get_stats(const eb_worker *w, eb_worker_stats *s)
     s->replies_dropped = atomic_load(&mw->st_dropped);
     s->reconnects = atomic_load(&mw->st_reconnects);
     s->bad_messages = atomic_load(&mw->st_bad);
+    s->canary_checks = atomic_load(&mw->st_canary_checks);
+    s->canary_failures = atomic_load(&mw->st_canary_failures);
     pthread_mutex_lock(&mw->seg_mu);
     s->segments_mapped = mw->n_segs;
     pthread_mutex_unlock(&mw->seg_mu);

@@ -53,6 +53,9 @@ typedef struct eb_worker_options {
     uint32_t max_batch_items;      /* READY max_batch; 0 = smallest max_batch_items of the models */
     uint32_t queue_items;          /* items held at once; 0 = 2 × max_batch_items */
     int reconnect_max_ms;          /* reconnect backoff ceiling, default 2000 */
+    int canary_interval_ms;        /* rerun every model's canary this often when idle (and at most
+                                      this often under load); 0 = never; default 300000 */
+    double canary_tolerance;       /* relative L2 a canary may move; default 1e-5 */
     eb_proto_limits limits;        /* decode limits (eb_proto_limits_default) */
 } eb_worker_options;
 
@@ -65,13 +68,16 @@ typedef struct eb_worker_stats {
     uint64_t reconnects;     /* new connections after the first */
     uint64_t segments_mapped;/* segments currently in the cache */
     uint64_t bad_messages;   /* malformed messages from the broker, dropped */
+    uint64_t canary_checks;  /* canary runs after the first (recording) one */
+    uint64_t canary_failures;/* runs whose vector moved: the worker then reports unhealthy */
 } eb_worker_stats;
 
 /* Defaults for every field (endpoint NULL). */
 void eb_worker_options_default(eb_worker_options *opt);
 
 /* Fill options from config keys broker (or run_dir → ipc://<run_dir>/backend.sock), worker_id,
- * heartbeat_interval_ms, watchdog_ms, max_batch_items, worker_queue_items, plus the protocol
+ * heartbeat_interval_ms, watchdog_ms, max_batch_items, worker_queue_items, canary_interval_ms,
+ * canary_tolerance (a number, e.g. 1e-5), plus the protocol
  * limits. Strings point into cfg (keep cfg alive until eb_worker_new). EB_ERR_INVALID with the
  * reason in err for a malformed value. */
 eb_status eb_worker_options_from_config(const eb_config *cfg, eb_worker_options *opt,

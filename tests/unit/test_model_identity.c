@@ -143,6 +143,38 @@ static void test_text_variant(void **state)
     eb_config_destroy(&cfg);
 }
 
+/* The canary (eb_model.h): a steady model passes its checks; a model that silently starts
+ * computing something else (identity_corrupt_after, the test-only drift) fails the next one. */
+static void test_canary_catches_drift(void **state)
+{
+    (void)state;
+    char err[512] = "";
+    eb_config *cfg = eb_config_new();
+    eb_model *steady = eb_model_load("identity", cfg, err, sizeof err);
+    assert_non_null(steady);
+    assert_int_equal(eb_model_canary_record(steady, err, sizeof err), EB_OK);
+    assert_non_null(steady->canary);
+    assert_int_equal(steady->canary_dims, 64);
+    double distance = -1;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(eb_model_canary_check(steady, 1e-5, &distance, err, sizeof err), EB_OK);
+        assert_true(distance == 0.0);
+    }
+
+    eb_config_set(cfg, "identity_corrupt_after", "2", EB_CONFIG_FLAG);
+    eb_model *drifting = eb_model_load("identity", cfg, err, sizeof err);
+    assert_non_null(drifting);
+    assert_int_equal(eb_model_canary_record(drifting, err, sizeof err), EB_OK);       /* item 0 */
+    assert_int_equal(eb_model_canary_check(drifting, 1e-5, &distance, err, sizeof err), EB_OK); /* 1 */
+    assert_int_equal(eb_model_canary_check(drifting, 1e-5, &distance, err, sizeof err),
+                     EB_ERR_MODEL); /* item 2: drifted */
+    assert_true(distance > 0.1);
+    assert_non_null(strstr(err, "canary vector moved"));
+    eb_model_destroy(&steady);
+    eb_model_destroy(&drifting);
+    eb_config_destroy(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -150,6 +182,7 @@ int main(void)
         cmocka_unit_test(test_registry),
         cmocka_unit_test(test_load_describe_run),
         cmocka_unit_test(test_text_variant),
+        cmocka_unit_test(test_canary_catches_drift),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
