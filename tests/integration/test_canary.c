@@ -21,30 +21,6 @@
 #include "eb_test.h"
 #include "embroker.h"
 
-static pid_t spawn(char *const argv[], const char *log)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        FILE *f = fopen(log, "a");
-        if (f) {
-            dup2(fileno(f), 1);
-            dup2(fileno(f), 2);
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-static void stop(pid_t pid)
-{
-    kill(pid, SIGTERM);
-    for (int i = 0; i < 200 && waitpid(pid, NULL, WNOHANG) == 0; i++)
-        eb_sleep_us(20000);
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-}
-
 /* healthy flag of worker `id` in the broker's health JSON: 1, 0, or -1 when absent */
 static int worker_healthy(embroker_t *eb, const char *id)
 {
@@ -77,7 +53,7 @@ static void test_drifting_worker_reported_unhealthy(void **state)
     snprintf(broker, sizeof broker, "%s/embrokerd", bin);
     snprintf(worker, sizeof worker, "%s/embroker-worker", bin);
     char *bargv[] = {broker, "--run-dir", run_dir, "--heartbeat-interval-ms", "100", NULL};
-    pid_t b = spawn(bargv, log);
+    pid_t b = eb_test_spawn(bargv, log);
     eb_sleep_us(200000);
     char *steady_argv[] = {worker, "--run-dir", run_dir, "--heartbeat-interval-ms", "100",
                            "--worker-id", "steady", "--models", "identity",
@@ -85,7 +61,7 @@ static void test_drifting_worker_reported_unhealthy(void **state)
     char *drift_argv[] = {worker, "--run-dir", run_dir, "--heartbeat-interval-ms", "100",
                           "--worker-id", "drifting", "--models", "identity",
                           "--canary-interval-ms", "150", "--identity-corrupt-after", "4", NULL};
-    pid_t w1 = spawn(steady_argv, log), w2 = spawn(drift_argv, log);
+    pid_t w1 = eb_test_spawn(steady_argv, log), w2 = eb_test_spawn(drift_argv, log);
 
     embroker_options_t opt;
     embroker_options_default(&opt);
@@ -118,9 +94,9 @@ static void test_drifting_worker_reported_unhealthy(void **state)
     assert_int_equal(worker_healthy(eb, "steady"), 1);
 
     embroker_close(&eb);
-    stop(w1);
-    stop(w2);
-    stop(b);
+    eb_test_stop(w1);
+    eb_test_stop(w2);
+    eb_test_stop(b);
     /* the drifting worker said why */
     size_t len = 0;
     char *text = (char *)eb_test_read_file(log, &len);

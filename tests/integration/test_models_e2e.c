@@ -36,39 +36,11 @@ typedef struct env {
 
 static env E;
 
-static pid_t spawn(char *const argv[], const char *log)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        FILE *f = fopen(log, "a");
-        if (f) {
-            dup2(fileno(f), 1);
-            dup2(fileno(f), 2);
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
 static int run_wait(char *const argv[], const char *log)
 {
-    pid_t pid = spawn(argv, log);
     int status = 0;
-    waitpid(pid, &status, 0);
+    waitpid(eb_test_spawn(argv, log), &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-static void stop(pid_t *pid)
-{
-    if (*pid <= 0)
-        return;
-    kill(*pid, SIGTERM);
-    for (int i = 0; i < 200 && waitpid(*pid, NULL, WNOHANG) == 0; i++)
-        eb_sleep_us(20000);
-    kill(*pid, SIGKILL);
-    waitpid(*pid, NULL, 0);
-    *pid = 0;
 }
 
 static cJSON *load_json(const char *relative)
@@ -178,20 +150,20 @@ static int setup(void **state)
     snprintf(broker, sizeof broker, "%s/embrokerd", E.bin);
     snprintf(worker, sizeof worker, "%s/embroker-worker", E.bin);
     char *bargv[] = {broker, "--run-dir", E.run_dir, "--heartbeat-interval-ms", "200", NULL};
-    E.broker = spawn(bargv, log);
+    E.broker = eb_test_spawn(bargv, log);
     char *wargv[] = {worker, "--run-dir", E.run_dir, "--heartbeat-interval-ms", "200", "--models",
                      "siglip,qwen3", "--siglip-dir", sdir, "--qwen3-dir", qdir,
                      "--qwen3-tokenizer", tok, "--qwen3-max-tokens", "128", "--siglip-threads",
                      "2", "--qwen3-threads", "2", NULL};
-    E.worker = spawn(wargv, log);
+    E.worker = eb_test_spawn(wargv, log);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    stop(&E.worker);
-    stop(&E.broker);
+    eb_test_stop(E.worker);
+    eb_test_stop(E.broker);
     cJSON_Delete(E.siglip_index);
     cJSON_Delete(E.qwen3_index);
     eb_test_rmtree(E.dir);

@@ -3,6 +3,8 @@
 #include "eb_test.h"
 
 #include <ftw.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,37 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 int eb_test_rmtree(const char *path)
 {
     return nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int eb_test_spawn(char *const argv[], const char *log)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        FILE *f = log ? fopen(log, "a") : NULL;
+        if (f) {
+            dup2(fileno(f), STDOUT_FILENO);
+            dup2(fileno(f), STDERR_FILENO);
+        }
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+int eb_test_stop(int pid)
+{
+    if (pid <= 0)
+        return -1;
+    int status = -1;
+    kill(pid, SIGTERM);
+    for (int i = 0; i < 200; i++) {
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return status;
+        usleep(20000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return status;
 }
 
 uint8_t *eb_test_read_file(const char *path, size_t *len)

@@ -21,6 +21,14 @@ char *eb_test_tmpdir(const char *tag);
 /* Remove a directory tree (like rm -rf); returns 0 on success. */
 int eb_test_rmtree(const char *path);
 
+/* Start argv[0] with argv (NULL-terminated), its stdout and stderr appended to `log` (or
+ * inherited when log is NULL); returns the pid, or -1. */
+int eb_test_spawn(char *const argv[], const char *log);
+
+/* SIGTERM `pid`, wait up to 4 s for it to exit, then SIGKILL; always reaps it. Returns its wait
+ * status (or -1). */
+int eb_test_stop(int pid);
+
 /* Read a whole file into a malloc'd buffer (caller frees); NULL on failure. */
 uint8_t *eb_test_read_file(const char *path, size_t *len);
 
