@@ -35,7 +35,8 @@ def main():
     out, threads = sys.argv[1], sys.argv[2]
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
-    gpu = cmd(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"]) or "none"
+    gpu = cmd(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"])
+    gpu = "none" if gpu in ("", "?") else gpu
     lines = ["# embroker benchmark report", "",
              f"- machine: {cpu}, {os.cpu_count()} cores, {int(mem) // 1024 // 1024} GiB, GPU: {gpu}",
              f"- kernel: {platform.release()}; compiler: {cmd(['gcc', '--version']).splitlines()[0] if cmd(['gcc', '--version']) else '?'}",
