@@ -42,11 +42,12 @@ extern "C" {
 #include "eb_cuda_common.cuh"
 #include "eb_cuda_gemm.h"
 #include "eb_cuda_kernels.h"
+#include "eb_cuda_qwen3.h"
 
 #define STAGING_SLOT_BYTES (8u << 20)
 #define WORKSPACE_BYTES (64u << 20)
 #define MAX_GRAPHS 64
-#define MAX_LENS 1024
+#define MAX_LENS 65536 /* kv_lens / pool_last lens: Qwen3 batches of up to 65,535 texts */
 
 struct eb_buffer {
     void *dev;
@@ -65,6 +66,7 @@ typedef struct cuda_ctx {
     bool gelu_epilogue; /* cuBLASLt GELU epilogue (else a separate kernel) */
     bool tiled_gemm;    /* EB_CUDA_GEMM=tiled: the hand-written GEMM instead of cuBLASLt */
     bool warned_fallback;
+    bool attn_tc;       /* EB_CUDA_ATTN=tc: causal attention on BF16 tensor cores (bf16 only) */
     cudaStream_t compute, copy;
     cudaEvent_t ev_compute_tail, ev_copy_done, ev_slot[2];
     void *staging[2];
@@ -568,9 +570,12 @@ static eb_status cuda_rmsnorm(eb_backend *be, float *y, float *x, const float *r
 {
     cuda_ctx *c = ctx_of(be);
     ALIVE(c);
-    if (!y || !x || !gain || rows < 0 || C <= 0 || ld < C || nelem(gain) != C)
+    if (!y || !x || !gain || rows < 0 || C <= 0 || ld < C || nelem(gain) != C ||
+        (residual && y == x))
         return capture_err(c, EB_ERR_INVALID);
-    LAUNCH(c, eb_cuda_rmsnorm(c->compute, y, x, residual, vec_f32(gain), rows, C, ld, eps));
+    // Qwen3's kernel (eb_cuda_rmsnorm.cu): warp per row, float4, residual add fused.
+    LAUNCH(c, eb_cuda_rmsnorm_residual(c->compute, y, x, residual, vec_f32(gain), rows, C, ld,
+                                       eps));
     return EB_OK;
 }
 
@@ -589,9 +594,9 @@ static eb_status cuda_silu_mul(eb_backend *be, float *y, const float *gate, cons
 {
     cuda_ctx *c = ctx_of(be);
     ALIVE(c);
-    if (!y || !gate || !up || rows < 0 || F <= 0 || ld_in < F)
+    if (!y || !gate || !up || rows < 0 || F <= 0 || ld_in < F || (y == gate && ld_in != F))
         return capture_err(c, EB_ERR_INVALID);
-    LAUNCH(c, eb_cuda_silu_mul(c->compute, y, gate, up, rows, F, ld_in));
+    LAUNCH(c, eb_cuda_swiglu(c->compute, y, gate, up, rows, F, ld_in)); // eb_cuda_swiglu.cu
     return EB_OK;
 }
 
@@ -629,14 +634,30 @@ static eb_status cuda_attention(eb_backend *be, float *out, const float *q, cons
     if (d->kv_lens) {
         if (c->capturing)
             return capture_err(c, EB_ERR_UNSUPPORTED); // host lengths cannot be baked into a graph
-        // Pinned copy then an async upload ordered on the compute stream; the pinned array is
-        // reused only after the stream has consumed it (synchronise first: text batches are
-        // small and this path is not SigLIP's).
-        CUDA_TRY(c, cudaStreamSynchronize(c->compute));
-        memcpy(c->lens_pinned, d->kv_lens, (size_t)d->B * sizeof(int32_t));
-        CUDA_TRY(c, cudaMemcpyAsync(c->lens_dev, c->lens_pinned, (size_t)d->B * sizeof(int32_t),
+        for (int64_t b = 0; b < d->B; b++)
+            if (d->kv_lens[b] < 0 || d->kv_lens[b] > d->Tk)
+                return capture_err(c, EB_ERR_INVALID);
+        // An async copy from pageable memory: CUDA stages the few bytes before returning (the
+        // caller may reuse kv_lens at once) and the stream orders the copy after the kernels
+        // still reading lens_dev, so no synchronisation (Qwen3's padded layout calls this once
+        // per layer).
+        CUDA_TRY(c, cudaMemcpyAsync(c->lens_dev, d->kv_lens, (size_t)d->B * sizeof(int32_t),
                                     cudaMemcpyHostToDevice, c->compute));
         a.kv_lens = c->lens_dev;
+    }
+    if (a.causal) {
+        // Qwen3: causal grouped-query attention (eb_cuda_attn_varlen.cu) — the query heads of a
+        // KV group share the staged keys, padded keys and queries are skipped; version 2 (fp32)
+        // or version 3 (BF16 tensor cores, EB_CUDA_ATTN=tc with EB_CUDA_PRECISION=bf16).
+        eb_cuda_varlen_args va;
+        memset(&va, 0, sizeof(va));
+        va.B = a.B, va.H = a.H, va.Hkv = a.Hkv, va.D = a.D, va.max_seqlen = a.Tq, va.Tq = a.Tq;
+        va.q_bs = a.q_bs, va.q_ts = a.q_ts, va.k_bs = a.k_bs, va.k_ts = a.k_ts;
+        va.v_bs = a.v_bs, va.v_ts = a.v_ts, va.o_bs = a.o_bs, va.o_ts = a.o_ts;
+        va.scale = a.scale, va.causal = 1, va.lens = a.kv_lens;
+        va.use_tensor_cores = c->attn_tc && (a.D == 64 || a.D == 128);
+        LAUNCH(c, eb_cuda_attn_varlen(c->compute, out, q, k, v, &va));
+        return EB_OK;
     }
     LAUNCH(c, eb_cuda_attention(c->compute, out, q, k, v, &a));
     return EB_OK;
@@ -647,8 +668,21 @@ static eb_status cuda_rope(eb_backend *be, float *x, int64_t B, int64_t T, int64
 {
     cuda_ctx *c = ctx_of(be);
     ALIVE(c);
-    if (!x || B < 0 || T < 0 || H <= 0 || D <= 0 || (D & 1))
+    if (!x || B < 0 || T < 0 || H <= 0 || D <= 0 || (D & 1) || token_stride < H * D ||
+        !(theta > 0.0f))
         return capture_err(c, EB_ERR_INVALID);
+    if (B * T == 0)
+        return EB_OK;
+    if (D <= 256) {
+        // eb_cuda_rope.cu: warp per token, angles computed exactly as the CPU (fp32 inv_freq
+        // from a correctly rounded pow), so long positions agree.
+        eb_cuda_qk_rope_args ra;
+        memset(&ra, 0, sizeof(ra));
+        ra.q = x, ra.q_ts = token_stride, ra.q_bs = batch_stride, ra.tokens = B * T, ra.T = T;
+        ra.H = (int)H, ra.D = (int)D, ra.theta = theta;
+        LAUNCH(c, eb_cuda_qk_norm_rope(c->compute, &ra));
+        return EB_OK;
+    }
     LAUNCH(c, eb_cuda_rope(c->compute, x, B, T, H, D, batch_stride, token_stride, theta));
     return EB_OK;
 }
@@ -725,8 +759,9 @@ static eb_status cuda_get_rows(eb_backend *be, float *y, const eb_tensor *table,
     // (V, C) or e.g. the probe's (1, 1, C): rows are the outermost dim. ids are device memory
     // and cannot be range-checked here without a synchronisation (eb_ops.h allows that).
     int64_t C = nelem(table) / table->shape[0];
-    LAUNCH(c, eb_cuda_get_rows(c->compute, y, table->data, table->dtype == EB_DTYPE_BF16, ids, n,
-                               C));
+    // eb_cuda_embed.cu: a block per row, 16-byte loads; an id outside the table gives NaN rows.
+    LAUNCH(c, eb_cuda_embed(c->compute, y, table->data, table->dtype == EB_DTYPE_BF16,
+                            table->shape[0], C, ids, n));
     return EB_OK;
 }
 
@@ -909,6 +944,8 @@ extern "C" eb_backend *eb_cuda_backend_create(const eb_backend_params *params, c
     c->gelu_epilogue = !(ge && strcmp(ge, "0") == 0);
     const char *tg = getenv("EB_CUDA_GEMM");
     c->tiled_gemm = tg && strcmp(tg, "tiled") == 0;
+    const char *ta = getenv("EB_CUDA_ATTN");
+    c->attn_tc = ta && strcmp(ta, "tc") == 0 && c->prec == EB_CUDA_BF16;
     if (init_ctx(c, err, err_len) != EB_OK) {
         cuda_destroy(be);
         return NULL;
