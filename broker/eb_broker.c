@@ -64,7 +64,7 @@ typedef struct eb_request {
     eb_proto_msg msg;  /* the decoded REQUEST: owns model name, texts, options */
     eb_frames frames;  /* the received parts: inline inputs live here */
     size_t first_item; /* index in frames.parts of item frame 0 */
-    eb_model *model;
+    eb_broker_model *model;
     eb_proto_priority priority;
     eb_item *items;
     uint32_t n_items, cap_items;
@@ -100,7 +100,7 @@ struct eb_broker {
     size_t n_requests, n_open;
     eb_batch *free_batches;
     uint64_t next_batch_id;
-    eb_model *dirty_head;
+    eb_broker_model *dirty_head;
 
     eb_loop_timer tick_timer;
     eb_loop_timer shutdown_timer;
@@ -262,7 +262,7 @@ static void send_client_error(eb_broker *b, void *socket, const uint8_t *key, si
                 eb_status_str(status), message);
 }
 
-static void send_worker_simple(eb_broker *b, eb_worker *w, eb_proto_kind kind, const char *reason)
+static void send_worker_simple(eb_broker *b, eb_broker_worker *w, eb_proto_kind kind, const char *reason)
 {
     eb_proto_msg msg;
     eb_proto_msg_init(&msg, kind);
@@ -283,7 +283,7 @@ static void send_disconnect_key(eb_broker *b, void *socket, const uint8_t *key, 
 
 /* ---- requests ----------------------------------------------------------------------------- */
 
-static void mark_dirty(eb_broker *b, eb_model *m)
+static void mark_dirty(eb_broker *b, eb_broker_model *m)
 {
     if (m && !m->dirty) {
         m->dirty = true;
@@ -313,7 +313,7 @@ static void request_free(eb_broker *b, eb_request *r)
     eb_loop_timer_stop(b->loop, &r->deadline_timer);
     client_unlink_request(r);
     for (uint32_t i = 0; i < r->n_items; i++)
-        eb_item_release(&r->items[i], eb_worker_unref);
+        eb_item_release(&r->items[i], eb_broker_worker_unref);
     eb_proto_msg_free(&r->msg);
     /* Close the parts but keep the array: the next request received reuses it. */
     for (size_t i = 0; i < r->frames.n; i++)
@@ -375,7 +375,7 @@ static void request_answer(eb_broker *b, eb_request *r)
         res->has_hash = it->has_hash;
         memcpy(res->hash, it->hash, sizeof res->hash);
         res->dims = it->status == 0 ? it->dims : 0;
-        res->worker = it->worker ? eb_worker_id(it->worker) : NULL;
+        res->worker = it->worker ? eb_broker_worker_id(it->worker) : NULL;
         res->model_rev = (it->status == 0 && r->model && r->model->model_rev[0])
                              ? r->model->model_rev
                              : NULL;
@@ -464,7 +464,7 @@ static void item_done(eb_broker *b, eb_item *it, int32_t status, const char *mes
  * `frame`, NULL for a failed item), its dims, the verified content hash (NULL = none) and the
  * worker that computed it (NULL for a cache hit; otherwise a reference is taken). */
 static void item_set_result(eb_item *it, zmq_msg_t *frame, uint32_t dims,
-                            const uint8_t *hash, eb_worker *worker)
+                            const uint8_t *hash, eb_broker_worker *worker)
 {
     it->dims = dims;
     it->has_hash = hash != NULL;
@@ -472,7 +472,7 @@ static void item_set_result(eb_item *it, zmq_msg_t *frame, uint32_t dims,
         memcpy(it->hash, hash, sizeof it->hash);
     if (worker) {
         it->worker = worker;
-        eb_worker_ref(worker);
+        eb_broker_worker_ref(worker);
     }
     if (frame) {
         zmq_msg_init(&it->result);
@@ -579,7 +579,7 @@ static eb_batch *batch_alloc(eb_broker *b)
 
 static void batch_release(eb_broker *b, eb_batch *batch)
 {
-    eb_worker *w = batch->worker;
+    eb_broker_worker *w = batch->worker;
     if (w) {
         if (batch->prev)
             batch->prev->next = batch->next;
@@ -625,17 +625,17 @@ static void item_lost(eb_broker *b, eb_item *it, const char *worker_id, const ch
 }
 
 /* Declare a worker lost: take it out of the registry, requeue (once) or fail its items. */
-static void worker_lost(eb_broker *b, eb_worker *w, const char *why, bool tell_it)
+static void worker_lost(eb_broker *b, eb_broker_worker *w, const char *why, bool tell_it)
 {
     if (w->removed)
         return;
     eb_log_warn("worker_lost", "worker=%s reason=\"%s\" batches_in_flight=%s items_in_flight=%u",
-                eb_worker_id(w), why, w->batches ? "yes" : "no", w->inflight_items);
+                eb_broker_worker_id(w), why, w->batches ? "yes" : "no", w->inflight_items);
     if (tell_it)
         send_worker_simple(b, w, EB_MSG_W_DISCONNECT, why);
     b->n.workers_lost++;
     /* Keep the worker alive until its batches are processed (items take refs below). */
-    eb_worker_ref(w);
+    eb_broker_worker_ref(w);
     eb_workers_remove(&b->workers, w);
     while (w->batches) {
         eb_batch *batch = w->batches;
@@ -647,18 +647,18 @@ static void worker_lost(eb_broker *b, eb_worker *w, const char *why, bool tell_i
             batch->items[s] = NULL;
             eb_request *r = it->request;
             r->n_inflight--;
-            item_lost(b, it, eb_worker_id(w), why);
+            item_lost(b, it, eb_broker_worker_id(w), why);
             request_maybe_free(b, r);
         }
         batch_release(b, batch);
     }
     w->inflight_items = 0;
-    eb_worker_unref(w);
+    eb_broker_worker_unref(w);
 }
 
 /* Send one batch of model m to worker w. Returns false when nothing more should be sent to w
  * now (no items, or the send failed). */
-static bool send_batch(eb_broker *b, eb_worker *w, eb_model *m)
+static bool send_batch(eb_broker *b, eb_broker_worker *w, eb_broker_model *m)
 {
     uint32_t limit = w->credit < w->max_batch ? w->credit : w->max_batch;
     if (limit > b->scratch_cap)
@@ -780,24 +780,24 @@ static bool send_batch(eb_broker *b, eb_worker *w, eb_model *m)
     b->n.batches++;
     eb_workers_used(&b->workers, w, n);
     eb_log_debug("batch_sent", "batch=%llu worker=%s model=%s items=%u",
-                 (unsigned long long)batch->id, eb_worker_id(w), m->name, n);
+                 (unsigned long long)batch->id, eb_broker_worker_id(w), m->name, n);
     return true;
 }
 
-static void dispatch_model(eb_broker *b, eb_model *m)
+static void dispatch_model(eb_broker *b, eb_broker_model *m)
 {
     /* Every pass either sends a batch (credit shrinks), loses the worker or its credit, or
      * finds the queues empty, so the loop ends. */
     for (;;) {
         if (eb_queue_count(&m->queue[0]) + eb_queue_count(&m->queue[1]) == 0)
             return;
-        eb_worker *w = eb_workers_pick(m);
+        eb_broker_worker *w = eb_workers_pick(m);
         if (!w)
             return;
-        eb_worker_ref(w);
+        eb_broker_worker_ref(w);
         bool sent = send_batch(b, w, m);
         bool still_ready = !w->removed && w->credit > 0;
-        eb_worker_unref(w);
+        eb_broker_worker_unref(w);
         if (!sent && still_ready)
             return;
     }
@@ -808,7 +808,7 @@ static void on_iteration(eb_loop *loop, void *arg)
     (void)loop;
     eb_broker *b = arg;
     while (b->dirty_head) {
-        eb_model *m = b->dirty_head;
+        eb_broker_model *m = b->dirty_head;
         b->dirty_head = m->dirty_next;
         m->dirty = false;
         m->dirty_next = NULL;
@@ -909,10 +909,10 @@ eb_status eb_broker_health(eb_broker *b, eb_proto_buf *out)
 
     pk_str(&pk, "workers");
     msgpack_pack_array(&pk, b->workers.count);
-    for (eb_worker *w = b->workers.live_head; w; w = w->live_next) {
+    for (eb_broker_worker *w = b->workers.live_head; w; w = w->live_next) {
         const eb_proto_ready *rd = &w->ready.u.ready;
         msgpack_pack_map(&pk, 13);
-        pk_kv_str(&pk, "id", eb_worker_id(w));
+        pk_kv_str(&pk, "id", eb_broker_worker_id(w));
         pk_str(&pk, "models");
         msgpack_pack_array(&pk, w->n_models);
         for (uint32_t i = 0; i < w->n_models; i++)
@@ -933,7 +933,7 @@ eb_status eb_broker_health(eb_broker *b, eb_proto_buf *out)
     pk_str(&pk, "models");
     msgpack_pack_map(&pk, b->workers.n_models);
     for (size_t i = 0; i < b->workers.n_models; i++) {
-        eb_model *m = b->workers.models[i];
+        eb_broker_model *m = b->workers.models[i];
         pk_str(&pk, m->name);
         msgpack_pack_map(&pk, 7);
         pk_kv_u64(&pk, "queue_interactive", eb_queue_count(&m->queue[EB_PRIORITY_INTERACTIVE]));
@@ -977,7 +977,7 @@ static void reply_health(eb_broker *b, eb_client *cl, uint64_t id, int64_t recei
 
 /* Check the request against what the broker knows; on failure write the status and reason. */
 static eb_status validate_request(eb_broker *b, const eb_proto_request *req,
-                                  eb_model **model_out, char *err, size_t err_len)
+                                  eb_broker_model **model_out, char *err, size_t err_len)
 {
     *model_out = NULL;
     bool image_op = req->op == EB_OP_EMBED_IMAGE;
@@ -999,7 +999,7 @@ static eb_status validate_request(eb_broker *b, const eb_proto_request *req,
                 b->scratch_cap);
         return req->n_inputs ? EB_ERR_TOO_LARGE : EB_ERR_INVALID;
     }
-    eb_model *m = eb_workers_model(&b->workers, req->model);
+    eb_broker_model *m = eb_workers_model(&b->workers, req->model);
     if (!m) {
         int64_t age_ms = (eb_now_us() - b->started_us) / 1000;
         if (age_ms < b->opt.unknown_model_wait_ms)
@@ -1106,7 +1106,7 @@ static void handle_request(eb_broker *b, eb_client *cl, eb_proto_msg *msg,
         return;
     }
     char err[512];
-    eb_model *m = NULL;
+    eb_broker_model *m = NULL;
     eb_status st = validate_request(b, req, &m, err, sizeof err);
     if (st != EB_OK) {
         send_client_error(b, cl->socket, cl->key, cl->key_len, req->id, st, err);
@@ -1170,7 +1170,7 @@ static void client_lost(eb_broker *b, eb_client *cl, const char *why)
             continue; /* never proven ours to remove */
         eb_status st = eb_shm_cleanup_unlink(s->name, geteuid());
         eb_log_info("segment_released", "segment=%s unlink=%s", s->name, eb_status_str(st));
-        for (eb_worker *w = b->workers.live_head; w; w = w->live_next) {
+        for (eb_broker_worker *w = b->workers.live_head; w; w = w->live_next) {
             eb_proto_msg msg;
             eb_proto_msg_init(&msg, EB_MSG_W_RELEASE_SEGMENT);
             msg.u.release.segment = s->name;
@@ -1350,7 +1350,7 @@ static void handle_ready(eb_broker *b, int s, const uint8_t *key, size_t key_len
         return;
     }
     char err[512];
-    eb_worker *w = NULL;
+    eb_broker_worker *w = NULL;
     eb_status st = eb_workers_add(&b->workers, key, key_len, b->sock[s], msg, b->scratch_cap,
                                   now, &w, err, sizeof err);
     if (st != EB_OK) {
@@ -1359,7 +1359,7 @@ static void handle_ready(eb_broker *b, int s, const uint8_t *key, size_t key_len
         send_disconnect_key(b, b->sock[s], key, key_len, err);
         return;
     }
-    pid_t pid = worker_pid_from_id(eb_worker_id(w));
+    pid_t pid = worker_pid_from_id(eb_broker_worker_id(w));
     if (b->sup && pid > 0 && eb_supervisor_owns(b->sup, pid))
         w->pid = pid;
     char models[512] = "";
@@ -1368,13 +1368,13 @@ static void handle_ready(eb_broker *b, int s, const uint8_t *key, size_t key_len
         off += (size_t)snprintf(models + off, sizeof models - off, "%s%s", i ? "," : "",
                                 w->models[i]->name);
     eb_log_info("worker_ready", "worker=%s models=%s backend=%s device=\"%s\" max_batch=%u "
-                "socket=%s pid=%d", eb_worker_id(w), models, w->ready.u.ready.backend,
+                "socket=%s pid=%d", eb_broker_worker_id(w), models, w->ready.u.ready.backend,
                 w->ready.u.ready.device, w->max_batch, sock_name(s), (int)w->pid);
     for (uint32_t i = 0; i < w->n_models; i++)
         mark_dirty(b, w->models[i]);
 }
 
-static void handle_worker_reply(eb_broker *b, eb_worker *w, const eb_proto_msg *msg,
+static void handle_worker_reply(eb_broker *b, eb_broker_worker *w, const eb_proto_msg *msg,
                                 const eb_frames_view *view)
 {
     const eb_proto_batch_reply *rep = &msg->u.batch_reply;
@@ -1384,7 +1384,7 @@ static void handle_worker_reply(eb_broker *b, eb_worker *w, const eb_proto_msg *
     if (!batch) {
         b->n.late_replies++;
         eb_log_warn("reply_ignored", "worker=%s batch=%llu reason=\"no such batch in flight at "
-                    "this worker\"", eb_worker_id(w), (unsigned long long)rep->batch_id);
+                    "this worker\"", eb_broker_worker_id(w), (unsigned long long)rep->batch_id);
         return;
     }
     for (uint32_t i = 0; i < rep->n_items; i++) {
@@ -1433,7 +1433,7 @@ static void handle_worker_reply(eb_broker *b, eb_worker *w, const eb_proto_msg *
         eb_request *r = it->request;
         r->n_inflight--;
         w->inflight_items--;
-        item_lost(b, it, eb_worker_id(w), "reply omitted the item");
+        item_lost(b, it, eb_broker_worker_id(w), "reply omitted the item");
         request_maybe_free(b, r);
     }
     batch_release(b, batch);
@@ -1448,7 +1448,7 @@ static void handle_worker_msg(eb_broker *b, int s, eb_proto_msg *msg, const eb_f
         log_drop(b, sock_name(s), NULL, 0, EB_ERR_PROTOCOL, "identity too long");
         return;
     }
-    eb_worker *w = eb_workers_find(&b->workers, key, key_len);
+    eb_broker_worker *w = eb_workers_find(&b->workers, key, key_len);
     if (!w) {
         if (msg->kind == EB_MSG_W_READY)
             handle_ready(b, s, key, key_len, msg, now);
@@ -1468,7 +1468,7 @@ static void handle_worker_msg(eb_broker *b, int s, eb_proto_msg *msg, const eb_f
             w->warm = msg->u.heartbeat.warm;
             w->reported_inflight = msg->u.heartbeat.inflight_items;
             if (w->healthy && !msg->u.heartbeat.healthy) {
-                eb_log_warn("worker_unhealthy", "worker=%s", eb_worker_id(w));
+                eb_log_warn("worker_unhealthy", "worker=%s", eb_broker_worker_id(w));
                 eb_workers_set_credit(&b->workers, w, 0);
             }
             w->healthy = msg->u.heartbeat.healthy;
@@ -1530,7 +1530,7 @@ static void on_backend(eb_loop *loop, void *socket, int fd, short revents, void 
             if (view.identity) {
                 uint8_t key[EB_IDMAP_KEY_MAX];
                 size_t key_len = make_key(key, s, view.identity, view.identity_len);
-                eb_worker *w = key_len ? eb_workers_find(&b->workers, key, key_len) : NULL;
+                eb_broker_worker *w = key_len ? eb_workers_find(&b->workers, key, key_len) : NULL;
                 if (w)
                     worker_lost(b, w, "protocol error", true);
             }
@@ -1557,14 +1557,14 @@ static void on_tick(eb_loop *loop, eb_loop_timer *timer, void *arg)
     int64_t now = eb_now_us();
     int64_t hb = b->opt.heartbeat_interval_ms * 1000;
     /* Workers silent for 3 intervals are dead (Majordomo). */
-    for (eb_worker *w = eb_workers_oldest(&b->workers); w && now - w->last_seen_us > 3 * hb;
+    for (eb_broker_worker *w = eb_workers_oldest(&b->workers); w && now - w->last_seen_us > 3 * hb;
          w = eb_workers_oldest(&b->workers)) {
         char why[96];
         snprintf(why, sizeof why, "no message for %lld ms (3 heartbeat intervals)",
                  (long long)(now - w->last_seen_us) / 1000);
         worker_lost(b, w, why, true);
     }
-    for (eb_worker *w = b->workers.live_head; w; w = w->live_next)
+    for (eb_broker_worker *w = b->workers.live_head; w; w = w->live_next)
         if (now - w->last_sent_us >= hb)
             send_worker_simple(b, w, EB_MSG_W_HEARTBEAT, NULL);
     int64_t client_timeout = b->opt.client_timeout_ms * 1000;
@@ -1590,7 +1590,7 @@ static void finish_shutdown(eb_broker *b)
             request_abort(b, r, EB_ERR_SHUTDOWN,
                           "the broker shut down before this input was served");
     }
-    for (eb_worker *w = b->workers.live_head; w; w = w->live_next)
+    for (eb_broker_worker *w = b->workers.live_head; w; w = w->live_next)
         send_worker_simple(b, w, EB_MSG_W_DISCONNECT, "broker shutting down");
     for (eb_client *cl = b->clients.live_head; cl; cl = cl->live_next) {
         eb_proto_msg msg;
@@ -1672,7 +1672,7 @@ static void on_signal(eb_loop *loop, void *socket, int fd, short revents, void *
 
 void eb_broker_worker_exited(eb_broker *b, pid_t pid)
 {
-    for (eb_worker *w = b->workers.live_head; w; w = w->live_next)
+    for (eb_broker_worker *w = b->workers.live_head; w; w = w->live_next)
         if (w->pid == pid) {
             worker_lost(b, w, "process exited", false);
             return;
@@ -1943,7 +1943,7 @@ void eb_broker_destroy(eb_broker **broker)
         free(r);
     }
     /* Batches still on workers go back to the pool first. */
-    for (eb_worker *w = b->workers.live_head; w; w = w->live_next)
+    for (eb_broker_worker *w = b->workers.live_head; w; w = w->live_next)
         while (w->batches)
             batch_release(b, w->batches);
     while (b->free_batches) {

@@ -75,7 +75,7 @@ bool eb_item_finish(eb_item *item, int32_t status, const char *message)
     return true;
 }
 
-void eb_item_release(eb_item *item, void (*unref)(struct eb_worker *))
+void eb_item_release(eb_item *item, void (*unref)(struct eb_broker_worker *))
 {
     free(item->error);
     item->error = NULL;

@@ -28,7 +28,7 @@
 #include "eb_proto.h"
 
 struct eb_request;
-struct eb_worker;
+struct eb_broker_worker;
 struct eb_batch;
 
 typedef enum eb_item_state {
@@ -56,7 +56,7 @@ typedef struct eb_item {
     uint32_t dims;
     bool has_result;             /* result holds the embedding frame */
     zmq_msg_t result;
-    struct eb_worker *worker;    /* who computed it (a counted reference) or NULL */
+    struct eb_broker_worker *worker;    /* who computed it (a counted reference) or NULL */
     eb_proto_timings timings;    /* worker stages */
 } eb_item;
 
@@ -88,6 +88,6 @@ bool eb_item_finish(eb_item *item, int32_t status, const char *message);
 
 /* Release what a DONE item holds (error string, result frame, worker reference through
  * `unref`, which may be NULL) and reset it to NEW. */
-void eb_item_release(eb_item *item, void (*unref)(struct eb_worker *));
+void eb_item_release(eb_item *item, void (*unref)(struct eb_broker_worker *));
 
 #endif

@@ -16,7 +16,7 @@
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-static int link_index(const eb_worker *worker, const eb_model *model)
+static int link_index(const eb_broker_worker *worker, const eb_broker_model *model)
 {
     for (uint32_t i = 0; i < worker->n_models; i++)
         if (worker->models[i] == model)
@@ -24,15 +24,15 @@ static int link_index(const eb_worker *worker, const eb_model *model)
     return -1;
 }
 
-static eb_worker_link *link_of(eb_worker *worker, const eb_model *model)
+static eb_broker_worker_link *link_of(eb_broker_worker *worker, const eb_broker_model *model)
 {
     int i = link_index(worker, model);
     return i < 0 ? NULL : &worker->links[i];
 }
 
-static void ready_unlink(eb_model *model, eb_worker *worker)
+static void ready_unlink(eb_broker_model *model, eb_broker_worker *worker)
 {
-    eb_worker_link *l = link_of(worker, model);
+    eb_broker_worker_link *l = link_of(worker, model);
     if (!l || !l->linked)
         return;
     if (l->prev)
@@ -47,9 +47,9 @@ static void ready_unlink(eb_model *model, eb_worker *worker)
     l->linked = false;
 }
 
-static void ready_append(eb_model *model, eb_worker *worker)
+static void ready_append(eb_broker_model *model, eb_broker_worker *worker)
 {
-    eb_worker_link *l = link_of(worker, model);
+    eb_broker_worker_link *l = link_of(worker, model);
     if (!l || l->linked)
         return;
     l->next = NULL;
@@ -62,9 +62,9 @@ static void ready_append(eb_model *model, eb_worker *worker)
     l->linked = true;
 }
 
-static void ready_prepend(eb_model *model, eb_worker *worker)
+static void ready_prepend(eb_broker_model *model, eb_broker_worker *worker)
 {
-    eb_worker_link *l = link_of(worker, model);
+    eb_broker_worker_link *l = link_of(worker, model);
     if (!l || l->linked)
         return;
     l->prev = NULL;
@@ -77,7 +77,7 @@ static void ready_prepend(eb_model *model, eb_worker *worker)
     l->linked = true;
 }
 
-static void live_unlink(eb_workers *w, eb_worker *worker)
+static void live_unlink(eb_workers *w, eb_broker_worker *worker)
 {
     if (worker->live_prev)
         worker->live_prev->live_next = worker->live_next;
@@ -90,7 +90,7 @@ static void live_unlink(eb_workers *w, eb_worker *worker)
     worker->live_prev = worker->live_next = NULL;
 }
 
-static void live_append(eb_workers *w, eb_worker *worker)
+static void live_append(eb_workers *w, eb_broker_worker *worker)
 {
     worker->live_next = NULL;
     worker->live_prev = w->live_tail;
@@ -101,7 +101,7 @@ static void live_append(eb_workers *w, eb_worker *worker)
     w->live_tail = worker;
 }
 
-static void worker_free(eb_worker *worker)
+static void worker_free(eb_broker_worker *worker)
 {
     eb_proto_msg_free(&worker->ready);
     free(worker->models);
@@ -122,7 +122,7 @@ eb_status eb_workers_init(eb_workers *w, size_t max_models)
 void eb_workers_fini(eb_workers *w)
 {
     while (w->live_head) {
-        eb_worker *worker = w->live_head;
+        eb_broker_worker *worker = w->live_head;
         eb_workers_remove(w, worker);
     }
     for (size_t i = 0; i < w->n_models; i++)
@@ -132,7 +132,7 @@ void eb_workers_fini(eb_workers *w)
     memset(w, 0, sizeof *w);
 }
 
-eb_model *eb_workers_model(const eb_workers *w, const char *name)
+eb_broker_model *eb_workers_model(const eb_workers *w, const char *name)
 {
     for (size_t i = 0; i < w->n_models; i++)
         if (strcmp(w->models[i]->name, name) == 0)
@@ -140,16 +140,16 @@ eb_model *eb_workers_model(const eb_workers *w, const char *name)
     return NULL;
 }
 
-eb_model *eb_workers_model_get_or_add(eb_workers *w, const char *name)
+eb_broker_model *eb_workers_model_get_or_add(eb_workers *w, const char *name)
 {
-    eb_model *m = eb_workers_model(w, name);
+    eb_broker_model *m = eb_workers_model(w, name);
     if (m)
         return m;
     if (w->n_models >= w->max_models || strlen(name) > EB_PROTO_MODEL_NAME_MAX)
         return NULL;
     if (w->n_models == w->cap_models) {
         size_t cap = w->cap_models ? w->cap_models * 2 : 8;
-        eb_model **models = realloc(w->models, cap * sizeof *models);
+        eb_broker_model **models = realloc(w->models, cap * sizeof *models);
         if (!models)
             return NULL;
         w->models = models;
@@ -165,14 +165,14 @@ eb_model *eb_workers_model_get_or_add(eb_workers *w, const char *name)
     return m;
 }
 
-eb_worker *eb_workers_find(const eb_workers *w, const void *key, size_t key_len)
+eb_broker_worker *eb_workers_find(const eb_workers *w, const void *key, size_t key_len)
 {
     return eb_idmap_get(w->by_key, key, key_len);
 }
 
 eb_status eb_workers_add(eb_workers *w, const void *key, size_t key_len, void *socket,
                          eb_proto_msg *ready, uint32_t max_batch_cap, int64_t now_us,
-                         eb_worker **out, char *err, size_t err_len)
+                         eb_broker_worker **out, char *err, size_t err_len)
 {
     *out = NULL;
     const eb_proto_ready *r = &ready->u.ready;
@@ -184,7 +184,7 @@ eb_status eb_workers_add(eb_workers *w, const void *key, size_t key_len, void *s
     size_t new_models = 0;
     for (uint32_t i = 0; i < r->n_models; i++) {
         const eb_proto_model_desc *d = &r->models[i];
-        eb_model *m = eb_workers_model(w, d->name);
+        eb_broker_model *m = eb_workers_model(w, d->name);
         if (!m) {
             new_models++;
             continue;
@@ -215,7 +215,7 @@ eb_status eb_workers_add(eb_workers *w, const void *key, size_t key_len, void *s
                  new_models, w->max_models);
         return EB_ERR_TOO_LARGE;
     }
-    eb_worker *worker = calloc(1, sizeof *worker);
+    eb_broker_worker *worker = calloc(1, sizeof *worker);
     if (!worker)
         return EB_ERR_NOMEM;
     worker->models = calloc(r->n_models ? r->n_models : 1, sizeof *worker->models);
@@ -226,7 +226,7 @@ eb_status eb_workers_add(eb_workers *w, const void *key, size_t key_len, void *s
     }
     for (uint32_t i = 0; i < r->n_models; i++) {
         const eb_proto_model_desc *d = &r->models[i];
-        eb_model *m = eb_workers_model_get_or_add(w, d->name);
+        eb_broker_model *m = eb_workers_model_get_or_add(w, d->name);
         if (!m) {
             worker_free(worker);
             return EB_ERR_NOMEM;
@@ -268,7 +268,7 @@ eb_status eb_workers_add(eb_workers *w, const void *key, size_t key_len, void *s
     return EB_OK;
 }
 
-void eb_workers_touch(eb_workers *w, eb_worker *worker, int64_t now_us)
+void eb_workers_touch(eb_workers *w, eb_broker_worker *worker, int64_t now_us)
 {
     worker->last_seen_us = now_us;
     if (w->live_tail != worker) {
@@ -277,12 +277,12 @@ void eb_workers_touch(eb_workers *w, eb_worker *worker, int64_t now_us)
     }
 }
 
-eb_worker *eb_workers_oldest(const eb_workers *w)
+eb_broker_worker *eb_workers_oldest(const eb_workers *w)
 {
     return w->live_head;
 }
 
-void eb_workers_set_credit(eb_workers *w, eb_worker *worker, uint32_t credit)
+void eb_workers_set_credit(eb_workers *w, eb_broker_worker *worker, uint32_t credit)
 {
     (void)w;
     worker->credit = credit;
@@ -296,7 +296,7 @@ void eb_workers_set_credit(eb_workers *w, eb_worker *worker, uint32_t credit)
     }
 }
 
-void eb_workers_add_credit(eb_workers *w, eb_worker *worker, uint32_t more)
+void eb_workers_add_credit(eb_workers *w, eb_broker_worker *worker, uint32_t more)
 {
     uint64_t credit = (uint64_t)worker->credit + more;
     if (credit > EB_WORKER_CREDIT_MAX)
@@ -304,12 +304,12 @@ void eb_workers_add_credit(eb_workers *w, eb_worker *worker, uint32_t more)
     eb_workers_set_credit(w, worker, (uint32_t)credit);
 }
 
-eb_worker *eb_workers_pick(const eb_model *model)
+eb_broker_worker *eb_workers_pick(const eb_broker_model *model)
 {
     return model->ready_head;
 }
 
-void eb_workers_used(eb_workers *w, eb_worker *worker, uint32_t items)
+void eb_workers_used(eb_workers *w, eb_broker_worker *worker, uint32_t items)
 {
     (void)w;
     worker->credit = items >= worker->credit ? 0 : worker->credit - items;
@@ -320,7 +320,7 @@ void eb_workers_used(eb_workers *w, eb_worker *worker, uint32_t items)
     }
 }
 
-void eb_workers_remove(eb_workers *w, eb_worker *worker)
+void eb_workers_remove(eb_workers *w, eb_broker_worker *worker)
 {
     if (worker->removed)
         return;
@@ -334,27 +334,27 @@ void eb_workers_remove(eb_workers *w, eb_worker *worker)
     w->count--;
     worker->removed = true;
     worker->credit = 0;
-    eb_worker_unref(worker);
+    eb_broker_worker_unref(worker);
 }
 
-void eb_worker_ref(eb_worker *worker)
+void eb_broker_worker_ref(eb_broker_worker *worker)
 {
     worker->refs++;
 }
 
-void eb_worker_unref(eb_worker *worker)
+void eb_broker_worker_unref(eb_broker_worker *worker)
 {
     if (--worker->refs == 0)
         worker_free(worker);
 }
 
-const char *eb_worker_id(const eb_worker *worker)
+const char *eb_broker_worker_id(const eb_broker_worker *worker)
 {
     const char *id = worker->ready.u.ready.worker_id;
     return id ? id : "?";
 }
 
-bool eb_worker_serves(const eb_worker *worker, const eb_model *model)
+bool eb_broker_worker_serves(const eb_broker_worker *worker, const eb_broker_model *model)
 {
     return link_index(worker, model) >= 0;
 }

@@ -246,7 +246,7 @@ static void test_queue_order_and_removal(void **state)
 
 /* ---- eb_workers --------------------------------------------------------------------------- */
 
-static eb_worker *add_worker(eb_workers *w, const char *id, const char *model, uint32_t dims)
+static eb_broker_worker *add_worker(eb_workers *w, const char *id, const char *model, uint32_t dims)
 {
     /* The READY moves into the worker and keeps pointing at its model array. */
     static eb_proto_model_desc descs[16];
@@ -261,7 +261,7 @@ static eb_worker *add_worker(eb_workers *w, const char *id, const char *model, u
     ready.u.ready.max_batch_items = 4;
     ready.u.ready.n_models = 1;
     ready.u.ready.models = desc;
-    eb_worker *out = NULL;
+    eb_broker_worker *out = NULL;
     char err[256];
     eb_status st = eb_workers_add(w, id, strlen(id), NULL, &ready, 256, eb_now_us(), &out, err,
                                   sizeof err);
@@ -273,13 +273,13 @@ static void test_workers_lru(void **state)
     (void)state;
     eb_workers w;
     assert_int_equal(eb_workers_init(&w, 8), EB_OK);
-    eb_worker *a = add_worker(&w, "a", "m", 8);
-    eb_worker *b = add_worker(&w, "b", "m", 8);
-    eb_worker *c = add_worker(&w, "c", "m", 8);
+    eb_broker_worker *a = add_worker(&w, "a", "m", 8);
+    eb_broker_worker *b = add_worker(&w, "b", "m", 8);
+    eb_broker_worker *c = add_worker(&w, "c", "m", 8);
     assert_non_null(a);
     assert_non_null(b);
     assert_non_null(c);
-    eb_model *m = eb_workers_model(&w, "m");
+    eb_broker_model *m = eb_workers_model(&w, "m");
     assert_non_null(m);
     assert_int_equal(m->n_workers, 3);
     /* No credit yet: nobody to pick. */
@@ -288,12 +288,12 @@ static void test_workers_lru(void **state)
     eb_workers_add_credit(&w, b, 4);
     eb_workers_add_credit(&w, c, 4);
     /* Use them in turn: each pick is the least recently used one. */
-    eb_worker *first = eb_workers_pick(m);
+    eb_broker_worker *first = eb_workers_pick(m);
     eb_workers_used(&w, first, 1);
-    eb_worker *second = eb_workers_pick(m);
+    eb_broker_worker *second = eb_workers_pick(m);
     assert_ptr_not_equal(second, first);
     eb_workers_used(&w, second, 1);
-    eb_worker *third = eb_workers_pick(m);
+    eb_broker_worker *third = eb_workers_pick(m);
     assert_ptr_not_equal(third, first);
     assert_ptr_not_equal(third, second);
     eb_workers_used(&w, third, 1);
@@ -308,17 +308,17 @@ static void test_workers_lru(void **state)
     assert_null(add_worker(&w, "d", "m", 16));
     assert_int_equal(m->n_workers, 3);
     /* Removal: gone from lookups and ready lists. */
-    eb_worker_ref(second);
+    eb_broker_worker_ref(second);
     eb_workers_remove(&w, second);
     assert_true(second->removed);
     assert_null(eb_workers_find(&w, "b", 1));
     assert_int_equal(m->n_workers, 2);
     for (int k = 0; k < 4; k++) {
-        eb_worker *p = eb_workers_pick(m);
+        eb_broker_worker *p = eb_workers_pick(m);
         assert_ptr_not_equal(p, second);
         eb_workers_used(&w, p, 0);
     }
-    eb_worker_unref(second);
+    eb_broker_worker_unref(second);
     /* The live list is ordered by last activity. */
     eb_workers_touch(&w, eb_workers_oldest(&w), eb_now_us());
     assert_ptr_not_equal(eb_workers_oldest(&w), w.live_tail);
