@@ -26,7 +26,9 @@ static void usage(FILE *f)
                "       embroker [flags] embed-image FILE...\n"
                "       embroker [flags] embed-text TEXT...\n"
                "flags: --run-dir DIR | --broker ENDPOINT, --model NAME, --inline,\n"
-               "       --timeout-ms N, --heartbeat-interval-ms N, --no-embedding\n");
+               "       --timeout-ms N, --heartbeat-interval-ms N, --no-embedding,\n"
+               "       --output-dim N (truncate and renormalise),\n"
+               "       --instruction TASK (texts: embed as \"Instruct: TASK\\nQuery:TEXT\")\n");
 }
 
 /* JSON string literal of s (UTF-8 passes through; control characters escaped). */
@@ -218,8 +220,18 @@ int main(int argc, char **argv)
         size_t n = (size_t)n_pos - 1;
         if (is_image)
             st = embroker_embed_image_files(eb, model, args, n, &req);
-        else
-            st = embroker_embed_texts(eb, model, args, n, NULL, &req);
+        else {
+            embroker_request_options_t ro = {.instruction = eb_config_get(cfg, "instruction", NULL)};
+            int64_t dim = 0;
+            if (eb_config_get_int(cfg, "output_dim", 0, 0, 65536, &dim, err, sizeof err) != EB_OK) {
+                fprintf(stderr, "embroker: %s\n", err);
+                embroker_close(&eb);
+                eb_config_destroy(&cfg);
+                return 2;
+            }
+            ro.output_dim = (uint32_t)dim;
+            st = embroker_embed_texts(eb, model, args, n, &ro, &req);
+        }
         if (!req) {
             fprintf(stderr, "embroker: %s failed: %s (check the files, the model name \"%s\" and "
                     "that the broker runs)\n", cmd, eb_status_str(st), model);

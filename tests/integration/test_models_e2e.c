@@ -322,6 +322,27 @@ static void test_qwen3_texts_match_transformers(void **state)
     normalize(want, 32);
     assert_true(rel_l2(r->embedding, want, 32) <= 1e-4);
     embroker_request_free(&req);
+
+    /* an instruction embeds the query form "Instruct: {task}\nQuery:{text}": the same vector
+     * as sending that text without an instruction; the content hashes differ (the options are
+     * hashed), so a cache can never mix the two */
+    const char *task = "Given a product search query, retrieve matching products";
+    const char *query = "red running shoes";
+    char formatted[256];
+    snprintf(formatted, sizeof formatted, "Instruct: %s\nQuery:%s", task, query);
+    embroker_request_options_t with_task = {.instruction = task};
+    embroker_request_t *a = NULL, *b = NULL;
+    assert_int_equal(embroker_embed_texts(eb, "qwen3", &query, 1, &with_task, &a), EB_OK);
+    const char *formatted_ptr = formatted;
+    assert_int_equal(embroker_embed_texts(eb, "qwen3", &formatted_ptr, 1, NULL, &b), EB_OK);
+    const embroker_result_t *ra = embroker_request_result(a, 0), *rb = embroker_request_result(b, 0);
+    assert_int_equal(ra->status, EB_OK);
+    assert_int_equal(rb->status, EB_OK);
+    assert_int_equal(ra->dims, rb->dims);
+    assert_memory_equal(ra->embedding, rb->embedding, ra->dims * sizeof(float));
+    assert_memory_not_equal(ra->hash, rb->hash, 32);
+    embroker_request_free(&a);
+    embroker_request_free(&b);
     embroker_close(&eb);
     free(emb);
 }
