@@ -18,6 +18,7 @@
  * max_batch rows instead of all tokens.
  */
 #include "eb_qwen3.h"
+#include "eb_weights.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -189,26 +190,8 @@ eb_status eb_qwen3_parse_config(const cJSON *root, eb_qwen3_config *cfg, char *e
 
 /* ---- weights ---------------------------------------------------------------------------------- */
 
-#define MAX_SOURCES 2
-
-typedef struct weight_spec {
-    eb_tensor *dst;
-    eb_weight_kind kind;
-    int ndim;
-    int64_t shape[2];
-    int n_src;
-    const eb_st_tensor *src[MAX_SOURCES];
-} weight_spec;
-
-typedef struct plan {
-    weight_spec *specs;
-    size_t n, cap;
-    const eb_safetensors *st;
-    const char *prefix;
-    char *err;
-    size_t err_len;
-    eb_status status;
-} plan;
+/* The plan lives in eb_weights (shared with SigLIP). */
+typedef eb_weight_plan plan;
 
 // Adds a destination tensor (ndim 1 or 2) filled from the listed checkpoint tensors in order,
 // each of shape src_shape (all sources have the same shape).
@@ -216,37 +199,10 @@ static void plan_add(plan *p, eb_tensor *dst, eb_weight_kind kind, int ndim, int
                      int64_t d1, const char *const *names, int n_names, int src_ndim,
                      const int64_t *src_shape)
 {
-    if (p->status)
-        return;
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 64;
-        weight_spec *s = realloc(p->specs, cap * sizeof(*s));
-        if (!s) {
-            set_err(p->err, p->err_len, "cannot load Qwen3: out of memory");
-            p->status = EB_ERR_NOMEM;
-            return;
-        }
-        p->specs = s;
-        p->cap = cap;
-    }
-    weight_spec *w = &p->specs[p->n++];
-    memset(w, 0, sizeof(*w));
-    w->dst = dst;
-    w->kind = kind;
-    w->ndim = ndim;
-    w->shape[0] = d0;
-    w->shape[1] = d1;
-    for (int i = 0; i < n_names; i++) {
-        char full[256];
-        snprintf(full, sizeof(full), "%s%s", p->prefix, names[i]);
-        const eb_st_tensor *t =
-            eb_safetensors_expect(p->st, full, src_ndim, src_shape, p->err, p->err_len);
-        if (!t) {
-            p->status = EB_ERR_INVALID;
-            return;
-        }
-        w->src[w->n_src++] = t;
-    }
+    int64_t shape[2] = {d0, d1};
+    eb_weight_spec *w = eb_weight_plan_add(p, dst, kind, ndim, shape);
+    for (int i = 0; i < n_names; i++)
+        eb_weight_plan_source(p, w, names[i], src_ndim, src_shape, 0, -1);
 }
 
 static void plan_one(plan *p, eb_tensor *dst, eb_weight_kind kind, const char *name, int ndim,
@@ -308,44 +264,6 @@ static void build_plan(plan *p, eb_qwen3 *m)
     for (int64_t l = 0; l < c->layers; l++)
         plan_layer(p, m, l);
     plan_one(p, &m->norm, EB_WEIGHT_VECTOR, "norm.weight", 1, c->hidden, 1);
-}
-
-static eb_status upload_weights(eb_qwen3 *m, plan *p, char *err, size_t err_len)
-{
-    eb_backend *be = m->be;
-    size_t total = 0;
-    for (size_t i = 0; i < p->n; i++)
-        total += eb_ops_weight_bytes(be, p->specs[i].src[0]->dtype, p->specs[i].kind,
-                                     p->specs[i].ndim, p->specs[i].shape);
-    m->wbuf = be->iface.buffer_alloc(be, total, EB_BUFFER_WEIGHTS);
-    if (!m->wbuf) {
-        set_err(err, err_len, "cannot load Qwen3: allocating %zu bytes of weights on %s failed",
-                total, be->name);
-        return EB_ERR_NOMEM;
-    }
-    size_t off = 0;
-    for (size_t i = 0; i < p->n; i++) {
-        weight_spec *w = &p->specs[i];
-        eb_status st = eb_ops_weight_place(be, w->dst, m->wbuf, &off, w->src[0]->dtype, w->kind,
-                                           w->ndim, w->shape);
-        int64_t at = 0;
-        for (int s = 0; st == EB_OK && s < w->n_src; s++) {
-            const eb_st_tensor *src = w->src[s];
-            st = be->iface.weight_upload(be, w->dst, at, src->data, src->dtype, src->nelem);
-            at += src->nelem;
-            if (st != EB_OK)
-                set_err(err, err_len, "cannot load Qwen3: uploading \"%s\" from %s failed: %s",
-                        src->name, src->file, eb_status_str(st));
-        }
-        if (st == EB_OK && at != eb_tensor_nelem(w->dst)) {
-            set_err(err, err_len, "cannot load Qwen3: internal size mismatch for \"%s\"",
-                    w->src[0]->name);
-            st = EB_ERR_INTERNAL;
-        }
-        if (st != EB_OK)
-            return st;
-    }
-    return EB_OK;
 }
 
 /* ---- activations ------------------------------------------------------------------------------ */
@@ -458,16 +376,16 @@ eb_qwen3 *eb_qwen3_load(eb_backend *be, const eb_checkpoint *ck, const eb_qwen3_
     }
     const eb_safetensors *st = eb_checkpoint_weights(ck);
     p.st = st;
+    p.model = "Qwen3";
     p.err = err;
     p.err_len = err_len;
     // Qwen3ForCausalLM exports name the decoder "model.*"; Qwen3Model exports (the published
     // embedding checkpoints) use bare names.
     p.prefix = eb_safetensors_find(st, "model.embed_tokens.weight") ? "model." : "";
     build_plan(&p, m);
-    if (p.status || upload_weights(m, &p, err, err_len) != EB_OK)
+    if (eb_weight_plan_upload(&p, m->be, &m->wbuf) != EB_OK)
         goto fail;
-    free(p.specs);
-    p.specs = NULL;
+    eb_weight_plan_free(&p);
 
     size_t act_bytes = carve_all(m, NULL);
     m->abuf = be->iface.buffer_alloc(be, act_bytes, EB_BUFFER_ACTIVATIONS);
@@ -501,7 +419,7 @@ eb_qwen3 *eb_qwen3_load(eb_backend *be, const eb_checkpoint *ck, const eb_qwen3_
     }
     return m;
 fail:
-    free(p.specs);
+    eb_weight_plan_free(&p);
     eb_qwen3_destroy(&m);
     return NULL;
 }

@@ -12,6 +12,7 @@
  *   MLP hidden or the head's kv, attn (B,T,C) attention output, then small (B,C) head buffers.
  */
 #include "eb_siglip.h"
+#include "eb_weights.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -144,83 +145,13 @@ eb_status eb_siglip_parse_config(const cJSON *root, eb_siglip_config *cfg, char 
 
 /* ---- weights ---------------------------------------------------------------------------------- */
 
-#define MAX_SOURCES 3
-
-typedef struct weight_spec {
-    eb_tensor *dst;
-    eb_weight_kind kind;
-    int ndim;
-    int64_t shape[EB_TENSOR_MAX_DIMS];
-    int n_src;
-    const eb_st_tensor *src[MAX_SOURCES];
-    int64_t src_offset[MAX_SOURCES]; // first element of the source to copy
-    int64_t src_n[MAX_SOURCES];      // elements to copy
-} weight_spec;
-
-typedef struct plan {
-    weight_spec *specs;
-    size_t n, cap;
-    const eb_safetensors *st;
-    const char *prefix;
-    char *err;
-    size_t err_len;
-    eb_status status;
-} plan;
-
-static weight_spec *plan_add(plan *p, eb_tensor *dst, eb_weight_kind kind, int ndim,
-                             const int64_t *shape)
-{
-    if (p->status)
-        return NULL;
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 64;
-        weight_spec *s = realloc(p->specs, cap * sizeof(*s));
-        if (!s) {
-            set_err(p->err, p->err_len, "cannot load SigLIP: out of memory");
-            p->status = EB_ERR_NOMEM;
-            return NULL;
-        }
-        p->specs = s;
-        p->cap = cap;
-    }
-    weight_spec *w = &p->specs[p->n++];
-    memset(w, 0, sizeof(*w));
-    w->dst = dst;
-    w->kind = kind;
-    w->ndim = ndim;
-    for (int i = 0; i < ndim; i++)
-        w->shape[i] = shape[i];
-    return w;
-}
-
-// Adds source tensor `name` (checkpoint shape src_ndim/src_shape) to spec w, copying n elements
-// from element `offset` (n < 0: the whole tensor).
-static void plan_source(plan *p, weight_spec *w, const char *name, int src_ndim,
-                        const int64_t *src_shape, int64_t offset, int64_t n)
-{
-    if (p->status || !w)
-        return;
-    char full[256];
-    snprintf(full, sizeof(full), "%s%s", p->prefix, name);
-    const eb_st_tensor *t = eb_safetensors_expect(p->st, full, src_ndim, src_shape, p->err,
-                                                  p->err_len);
-    if (!t) {
-        p->status = EB_ERR_INVALID;
-        return;
-    }
-    w->src[w->n_src] = t;
-    w->src_offset[w->n_src] = offset;
-    w->src_n[w->n_src] = n < 0 ? t->nelem : n;
-    w->n_src++;
-}
-
-// One tensor from one checkpoint tensor of the same element count.
-static void plan_simple(plan *p, eb_tensor *dst, eb_weight_kind kind, const char *name, int ndim,
-                        const int64_t *shape)
-{
-    weight_spec *w = plan_add(p, dst, kind, ndim, shape);
-    plan_source(p, w, name, ndim, shape, 0, -1);
-}
+/* The plan lives in eb_weights (shared with Qwen3); these short names keep the layout below
+ * readable. */
+typedef eb_weight_plan plan;
+typedef eb_weight_spec weight_spec;
+#define plan_add eb_weight_plan_add
+#define plan_source eb_weight_plan_source
+#define plan_simple eb_weight_plan_simple
 
 static void plan_linear(plan *p, eb_tensor *w_dst, eb_tensor *b_dst, const char *base, int64_t n,
                         int64_t k)
@@ -303,45 +234,6 @@ static void build_plan(plan *p, eb_siglip *m)
     plan_norm(p, &m->head_ln_w, &m->head_ln_b, "head.layernorm", C);
     plan_linear(p, &m->head_fc1_w, &m->head_fc1_b, "head.mlp.fc1", F, C);
     plan_linear(p, &m->head_fc2_w, &m->head_fc2_b, "head.mlp.fc2", C, F);
-}
-
-static eb_status upload_weights(eb_siglip *m, plan *p, char *err, size_t err_len)
-{
-    eb_backend *be = m->be;
-    size_t total = 0;
-    for (size_t i = 0; i < p->n; i++)
-        total += eb_ops_weight_bytes(be, p->specs[i].src[0]->dtype, p->specs[i].kind,
-                                     p->specs[i].ndim, p->specs[i].shape);
-    m->wbuf = be->iface.buffer_alloc(be, total, EB_BUFFER_WEIGHTS);
-    if (!m->wbuf) {
-        set_err(err, err_len, "cannot load SigLIP: allocating %zu bytes of weights on %s failed",
-                total, be->name);
-        return EB_ERR_NOMEM;
-    }
-    size_t off = 0;
-    for (size_t i = 0; i < p->n; i++) {
-        weight_spec *w = &p->specs[i];
-        eb_status st = eb_ops_weight_place(be, w->dst, m->wbuf, &off, w->src[0]->dtype, w->kind,
-                                           w->ndim, w->shape);
-        int64_t at = 0;
-        for (int s = 0; st == EB_OK && s < w->n_src; s++) {
-            const eb_st_tensor *src = w->src[s];
-            const char *host = (const char *)src->data + (size_t)w->src_offset[s] * src->elem_size;
-            st = be->iface.weight_upload(be, w->dst, at, host, src->dtype, w->src_n[s]);
-            at += w->src_n[s];
-            if (st != EB_OK)
-                set_err(err, err_len, "cannot load SigLIP: uploading \"%s\" failed: %s",
-                        src->name, eb_status_str(st));
-        }
-        if (st == EB_OK && at != eb_tensor_nelem(w->dst)) {
-            set_err(err, err_len, "cannot load SigLIP: internal size mismatch for \"%s\"",
-                    w->src[0]->name);
-            st = EB_ERR_INTERNAL;
-        }
-        if (st != EB_OK)
-            return st;
-    }
-    return EB_OK;
 }
 
 /* ---- activations ------------------------------------------------------------------------------ */
@@ -438,6 +330,7 @@ eb_siglip *eb_siglip_load(eb_backend *be, const eb_checkpoint *ck, int64_t max_b
     }
     const eb_safetensors *st = eb_checkpoint_weights(ck);
     p.st = st;
+    p.model = "SigLIP";
     p.err = err;
     p.err_len = err_len;
     // Full SiglipModel and SiglipVisionModel checkpoints name the tower "vision_model.*";
@@ -446,12 +339,9 @@ eb_siglip *eb_siglip_load(eb_backend *be, const eb_checkpoint *ck, int64_t max_b
                    ? "vision_model."
                    : "";
     build_plan(&p, m);
-    if (p.status)
+    if (eb_weight_plan_upload(&p, m->be, &m->wbuf) != EB_OK)
         goto fail;
-    if (upload_weights(m, &p, err, err_len) != EB_OK)
-        goto fail;
-    free(p.specs);
-    p.specs = NULL;
+    eb_weight_plan_free(&p);
 
     size_t act_bytes = carve_all(m, NULL);
     m->abuf = be->iface.buffer_alloc(be, act_bytes, EB_BUFFER_ACTIVATIONS);
@@ -481,7 +371,7 @@ eb_siglip *eb_siglip_load(eb_backend *be, const eb_checkpoint *ck, int64_t max_b
         goto fail;
     return m;
 fail:
-    free(p.specs);
+    eb_weight_plan_free(&p);
     eb_siglip_destroy(&m);
     return NULL;
 }
