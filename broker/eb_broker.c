@@ -21,6 +21,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -37,7 +38,10 @@
 #include "eb_clients.h"
 #include "eb_clock.h"
 #include "eb_frames.h"
+#include "eb_idmap.h"
 #include "eb_log.h"
+#include "eb_pgvector.h"
+#include "eb_storerec.h"
 #include "eb_queue.h"
 #include "eb_shm_cleanup.h"
 #include "eb_supervisor.h"
@@ -74,11 +78,30 @@ typedef struct eb_request {
     bool freed; /* back in the pool (guards against a second free) */
     int64_t received_us, deadline_us;
     eb_loop_timer deadline_timer;
+    /* scan, store and delete: after the items, a search, a durable store or a delete */
+    bool composite;            /* scan/store: items done -> composite_items_done */
+    bool waiting;              /* a search/delete callback or the store's durability is due */
+    int64_t wait_started_us;
+    eb_proto_match *matches;   /* malloc'ed, strings in match_text */
+    char *match_text;
+    uint32_t n_matches;
+    int32_t search_status;     /* search_error when != 0 */
+    char *search_message;
+    int32_t fail_status;       /* overrides the items' status when != 0 */
+    char *fail_message;
+    bool has_deleted;
+    uint64_t deleted;
+    char store_id[37];         /* "" when nothing was stored */
+    uint64_t store_seq;        /* spool sequence number of the store */
+    struct eb_request *store_next; /* in the broker's FIFO of stores awaiting durability */
+    int64_t search_us, store_enqueue_us;
 } eb_request;
 
 typedef struct broker_counters {
     uint64_t requests, replies, items, batches, requeues, busy, deadline, worker_lost;
     uint64_t workers_lost, clients_reaped, dropped, late_replies, cancelled;
+    uint64_t cache_hits, cache_misses, merged, merge_mismatch, scans, stores, deletes;
+    uint64_t search_errors, workers_refused;
     uint64_t errors[-EB_STATUS_MIN + 1]; /* replies by status */
 } broker_counters;
 
@@ -114,6 +137,11 @@ struct eb_broker {
     zmq_msg_t *scratch_frames;
 
     struct eb_supervisor *sup;
+    eb_services *services;     /* cache, search, store (each optional) */
+    eb_idmap *merges;          /* (model, content hash) -> the item in flight for it */
+    eb_request *store_head, *store_tail; /* stores awaiting durability, by spool seq */
+    float *put_buf;            /* aligned copy of an embedding for the cache */
+    uint32_t put_cap;
     broker_counters n;
     int64_t drop_window_us;
     int drops_in_window;
@@ -314,6 +342,12 @@ static void request_free(eb_broker *b, eb_request *r)
     client_unlink_request(r);
     for (uint32_t i = 0; i < r->n_items; i++)
         eb_item_release(&r->items[i], eb_broker_worker_unref);
+    free(r->matches);
+    free(r->match_text);
+    free(r->search_message);
+    free(r->fail_message);
+    r->matches = NULL;
+    r->match_text = r->search_message = r->fail_message = NULL;
     eb_proto_msg_free(&r->msg);
     /* Close the parts but keep the array: the next request received reuses it. */
     for (size_t i = 0; i < r->frames.n; i++)
@@ -376,9 +410,12 @@ static void request_answer(eb_broker *b, eb_request *r)
         memcpy(res->hash, it->hash, sizeof res->hash);
         res->dims = it->status == 0 ? it->dims : 0;
         res->worker = it->worker ? eb_broker_worker_id(it->worker) : NULL;
-        res->model_rev = (it->status == 0 && r->model && r->model->model_rev[0])
-                             ? r->model->model_rev
+        res->cached = it->cached;
+        res->model_rev = (it->status == 0 && it->model && it->model->model_rev[0])
+                             ? it->model->model_rev
                              : NULL;
+        if (it->cache_us > stage_max[EB_STAGE_CACHE])
+            stage_max[EB_STAGE_CACHE] = it->cache_us;
         if (it->status == 0) {
             n_ok++;
         } else if (!first_error) {
@@ -392,7 +429,7 @@ static void request_answer(eb_broker *b, eb_request *r)
          * set below (docs/protocol.md, "Timings"). */
         for (int s = 0; s < EB_STAGE_COUNT; s++) {
             int64_t v = it->timings.us[s];
-            if (v < 0 || s == EB_STAGE_QUEUE || s == EB_STAGE_TOTAL)
+            if (v < 0 || s == EB_STAGE_QUEUE || s == EB_STAGE_TOTAL || s == EB_STAGE_CACHE)
                 continue;
             if (s == EB_STAGE_INFER)
                 stage_max[s] = v > stage_max[s] ? v : stage_max[s];
@@ -410,7 +447,23 @@ static void request_answer(eb_broker *b, eb_request *r)
     rep->results = b->scratch_results;
     for (int s = 0; s < EB_STAGE_COUNT; s++)
         rep->timings.us[s] = stage_max[s];
+    rep->timings.us[EB_STAGE_SEARCH] = r->search_us;
+    rep->timings.us[EB_STAGE_STORE_ENQUEUE] = r->store_enqueue_us;
     rep->timings.us[EB_STAGE_TOTAL] = now - r->received_us;
+    if (r->fail_status) {
+        rep->status = r->fail_status;
+        rep->error = r->fail_message;
+    }
+    rep->n_matches = r->n_matches;
+    rep->matches = r->matches;
+    if (r->search_status) {
+        rep->has_search_error = true;
+        rep->search_error.code = r->search_status;
+        rep->search_error.message = r->search_message;
+    }
+    rep->store_id = r->store_id[0] ? r->store_id : NULL;
+    rep->has_deleted = r->has_deleted;
+    rep->deleted = r->deleted;
 
     size_t n_frames = 0;
     if (opt->return_embedding) {
@@ -436,28 +489,41 @@ static void request_answer(eb_broker *b, eb_request *r)
         const eb_proto_timings *t = &rep->timings;
         eb_log_info("request_done",
                     "id=%llu model=%s items=%u ok=%u status=%s queue_us=%lld copy_us=%lld "
-                    "hash_us=%lld decode_us=%lld preprocess_us=%lld infer_us=%lld total_us=%lld",
+                    "hash_us=%lld decode_us=%lld preprocess_us=%lld infer_us=%lld cache_us=%lld "
+                    "search_us=%lld matches=%u total_us=%lld",
                     (unsigned long long)r->id, r->model ? r->model->name : "-", r->n_items,
                     n_ok, eb_status_str(rep->status), (long long)t->us[EB_STAGE_QUEUE],
                     (long long)t->us[EB_STAGE_COPY], (long long)t->us[EB_STAGE_HASH],
                     (long long)t->us[EB_STAGE_DECODE], (long long)t->us[EB_STAGE_PREPROCESS],
-                    (long long)t->us[EB_STAGE_INFER], (long long)t->us[EB_STAGE_TOTAL]);
+                    (long long)t->us[EB_STAGE_INFER], (long long)t->us[EB_STAGE_CACHE],
+                    (long long)t->us[EB_STAGE_SEARCH], rep->n_matches,
+                    (long long)t->us[EB_STAGE_TOTAL]);
     }
     client_unlink_request(r);
     request_maybe_free(b, r);
 }
 
-/* Record an item's outcome; answer the request when it was the last one. */
+static void merge_resolve(eb_broker *b, eb_item *leader);
+static void composite_items_done(eb_broker *b, eb_request *r);
+
+/* Record an item's outcome; answer the request when it was the last one (scan and store go on
+ * to their search or store first). */
 static void item_done(eb_broker *b, eb_item *it, int32_t status, const char *message)
 {
     eb_request *r = it->request;
     if (!eb_item_finish(it, status, message))
         return;
+    if (it->leads || it->waiters)
+        merge_resolve(b, it);
     r->n_done++;
     if (status == EB_ERR_DEADLINE)
         b->n.deadline++;
-    if (r->n_done == r->n_items)
-        request_answer(b, r);
+    if (r->n_done == r->n_items) {
+        if (r->composite)
+            composite_items_done(b, r);
+        else
+            request_answer(b, r);
+    }
 }
 
 /* Attach a computed result to an item before item_done: the embedding frame (moved out of
@@ -482,11 +548,16 @@ static void item_set_result(eb_item *it, zmq_msg_t *frame, uint32_t dims,
 }
 
 /* Take an item out of its queue (if queued) and finish it. */
+static void merge_unlink(eb_item *it);
+
 static void item_abort(eb_broker *b, eb_item *it, int32_t status, const char *message)
 {
     eb_request *r = it->request;
-    if (it->state == EB_ITEM_QUEUED && r->model)
-        eb_queue_remove(&r->model->queue[r->priority], it);
+    if (it->state == EB_ITEM_QUEUED && it->model)
+        eb_queue_remove(&it->model->queue[r->priority], it);
+    else if (it->state == EB_ITEM_MERGED)
+        merge_unlink(it);
+    /* EB_ITEM_CACHE: the lookup's callback finds the item DONE and drops its answer. */
     item_done(b, it, status, message);
 }
 
@@ -498,11 +569,25 @@ static void request_abort(eb_broker *b, eb_request *r, int32_t status, const cha
             item_abort(b, &r->items[i], status, message);
 }
 
+static void store_wait_remove(eb_broker *b, eb_request *r);
+static void request_fail(eb_request *r, int32_t status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 static void on_deadline(eb_loop *loop, eb_loop_timer *timer, void *arg)
 {
     (void)loop, (void)timer;
     eb_request *r = arg;
     eb_broker *b = r->broker;
+    if (r->waiting && r->store_seq) {
+        /* Every item is done; the store is not durable yet (the spool's disk is slow). */
+        store_wait_remove(b, r);
+        r->waiting = false;
+        request_fail(r, EB_ERR_DEADLINE, "deadline passed before the store was durable in the "
+                     "spool (store %s may still be written; a retry upserts the same row)",
+                     r->store_id);
+        request_answer(b, r);
+        return;
+    }
     char msg[160];
     snprintf(msg, sizeof msg, "deadline of %u ms passed before the input was served",
              r->msg.u.request.options.deadline_ms ? r->msg.u.request.options.deadline_ms
@@ -542,8 +627,10 @@ static eb_request *request_alloc(eb_broker *b, uint32_t n_items)
     for (uint32_t i = 0; i < n_items; i++) {
         items[i].request = r;
         items[i].index = i;
+        items[i].cache_us = -1;
         eb_proto_timings_clear(&items[i].timings);
     }
+    r->search_us = r->store_enqueue_us = -1;
     r->broker = b;
     eb_loop_timer_init(&r->deadline_timer, on_deadline, r);
     r->all_next = b->all_requests;
@@ -552,6 +639,502 @@ static eb_request *request_alloc(eb_broker *b, uint32_t n_items)
     b->all_requests = r;
     b->n_requests++;
     return r;
+}
+
+/* ---- cache and merging -------------------------------------------------------------------- */
+
+/* Identical inputs (same model, same content hash) share one computation and one cache entry.
+ * The key of a request's input is the hash its client sent: it lets the broker answer from
+ * Redis, or wait for an identical input already in flight, without reading the bytes. A client
+ * may lie about it, so only the hash the worker computed over the bytes it actually read counts
+ * for what is written to the cache, and a waiter takes a leader's result only when that
+ * verified hash equals the key it waited on; otherwise it is dispatched on its own. */
+
+static size_t merge_key(uint8_t *out, const eb_item *it)
+{
+    memcpy(out, &it->model, sizeof it->model);
+    memcpy(out + sizeof it->model, it->key, sizeof it->key);
+    return sizeof it->model + sizeof it->key;
+}
+
+static void item_queue(eb_broker *b, eb_item *it, int64_t now)
+{
+    it->queued_at_us = now;
+    eb_queue_push_back(&it->model->queue[it->request->priority], it);
+    mark_dirty(b, it->model);
+}
+
+/* A NEW item without a cached result: wait for an identical item in flight (when that one is
+ * of the same or a more urgent class), or queue it and become the item others wait for. */
+static void item_merge_or_queue(eb_broker *b, eb_item *it, int64_t now)
+{
+    if (it->has_key) {
+        uint8_t key[sizeof(void *) + EB_PROTO_HASH_BYTES];
+        size_t key_len = merge_key(key, it);
+        eb_item *leader = eb_idmap_get(b->merges, key, key_len);
+        if (leader && leader->request->priority <= it->request->priority) {
+            it->state = EB_ITEM_MERGED;
+            it->merge_leader = leader;
+            it->merge_prev = NULL;
+            it->merge_next = leader->waiters;
+            if (leader->waiters)
+                leader->waiters->merge_prev = it;
+            leader->waiters = it;
+            b->n.merged++;
+            return;
+        }
+        if (!leader && eb_idmap_put(b->merges, key, key_len, it) == EB_OK)
+            it->leads = true;
+    }
+    item_queue(b, it, now);
+}
+
+static void merge_unlink(eb_item *it)
+{
+    eb_item *leader = it->merge_leader;
+    if (!leader)
+        return;
+    if (it->merge_prev)
+        it->merge_prev->merge_next = it->merge_next;
+    else
+        leader->waiters = it->merge_next;
+    if (it->merge_next)
+        it->merge_next->merge_prev = it->merge_prev;
+    it->merge_leader = it->merge_prev = it->merge_next = NULL;
+}
+
+/* The leader finished (any status, before its request may be answered: its result frame is
+ * still here). Waiters whose key the worker verified get a copy of the result (the frame's
+ * buffer is shared, not copied); the others are dispatched on their own. */
+static void merge_resolve(eb_broker *b, eb_item *leader)
+{
+    if (leader->leads) {
+        uint8_t key[sizeof(void *) + EB_PROTO_HASH_BYTES];
+        size_t key_len = merge_key(key, leader);
+        if (eb_idmap_get(b->merges, key, key_len) == leader)
+            eb_idmap_remove(b->merges, key, key_len);
+        leader->leads = false;
+    }
+    eb_item *w = leader->waiters;
+    leader->waiters = NULL;
+    bool ok = leader->status == 0 && leader->has_result && leader->has_hash;
+    int64_t now = eb_now_us();
+    while (w) {
+        eb_item *next = w->merge_next;
+        w->merge_leader = w->merge_prev = w->merge_next = NULL;
+        w->state = EB_ITEM_NEW;
+        if (ok && memcmp(leader->hash, w->key, sizeof w->key) == 0) {
+            zmq_msg_t copy;
+            zmq_msg_init(&copy);
+            zmq_msg_copy(&copy, &leader->result);
+            w->timings = leader->timings;
+            item_set_result(w, &copy, leader->dims, leader->hash, leader->worker);
+            zmq_msg_close(&copy);
+            item_done(b, w, 0, NULL);
+        } else {
+            if (ok)
+                b->n.merge_mismatch++; /* the leader's bytes were not what its key claimed */
+            item_queue(b, w, now);
+        }
+        w = next;
+    }
+}
+
+static void on_cache_get(void *arg, eb_status status, const float *values, uint32_t dims)
+{
+    eb_item *it = arg;
+    eb_request *r = it->request;
+    eb_broker *b = r->broker;
+    r->n_inflight--; /* the lookup kept the request alive */
+    if (it->state != EB_ITEM_CACHE || status == EB_ERR_SHUTDOWN) {
+        request_maybe_free(b, r); /* answered meanwhile (deadline, cancel, client gone) */
+        return;
+    }
+    int64_t now = eb_now_us();
+    it->cache_us = now - it->cache_started_us;
+    it->state = EB_ITEM_NEW;
+    zmq_msg_t frame;
+    if (status == EB_OK && zmq_msg_init_size(&frame, (size_t)dims * 4) == 0) {
+        memcpy(zmq_msg_data(&frame), values, (size_t)dims * 4);
+        it->cached = true;
+        b->n.cache_hits++;
+        item_set_result(it, &frame, dims, it->key, NULL);
+        zmq_msg_close(&frame);
+        item_done(b, it, 0, NULL);
+    } else {
+        b->n.cache_misses++;
+        item_merge_or_queue(b, it, now);
+    }
+    request_maybe_free(b, r);
+}
+
+/* Start the items of a new request: a cache lookup for those with a key (the result arrives
+ * in on_cache_get), else merge or queue. */
+static void request_start_items(eb_broker *b, eb_request *r, int64_t now)
+{
+    eb_cache *cache = eb_services_cache(b->services);
+    const eb_proto_request *req = &r->msg.u.request;
+    for (uint32_t i = 0; i < r->n_items && !r->answered; i++) {
+        eb_item *it = &r->items[i];
+        if (it->state != EB_ITEM_NEW)
+            continue;
+        const eb_proto_input *in = &req->inputs[i];
+        if (in->has_hash) {
+            it->has_key = true;
+            memcpy(it->key, in->hash, sizeof it->key);
+        }
+        if (it->has_key && cache && it->model->model_rev[0] && eb_cache_is_up(cache)) {
+            it->state = EB_ITEM_CACHE;
+            it->cache_started_us = now;
+            r->n_inflight++;
+            if (eb_cache_get(cache, it->model->name, it->model->model_rev,
+                             it->model->preproc_rev, it->key, 0, on_cache_get, it) == EB_OK)
+                continue;
+            r->n_inflight--;
+            it->state = EB_ITEM_NEW;
+        }
+        item_merge_or_queue(b, it, now);
+    }
+}
+
+/* Write a worker's verified result to the cache (fire and forget). */
+static void cache_put(eb_broker *b, const eb_broker_model *m, const eb_proto_item_result *res,
+                      const zmq_msg_t *frame, bool normalized)
+{
+    eb_cache *cache = eb_services_cache(b->services);
+    if (!cache || !res->has_hash || !m->model_rev[0] || !eb_cache_is_up(cache) || res->dims == 0)
+        return;
+    if (b->put_cap < res->dims) {
+        float *grown = realloc(b->put_buf, (size_t)res->dims * sizeof *grown);
+        if (!grown)
+            return;
+        b->put_buf = grown;
+        b->put_cap = res->dims;
+    }
+    /* Frames carry no alignment promise: copy before reading floats. */
+    memcpy(b->put_buf, zmq_msg_data((zmq_msg_t *)frame), (size_t)res->dims * 4);
+    eb_cache_put(cache, m->name, m->model_rev, m->preproc_rev, res->hash, b->put_buf, res->dims,
+                 normalized ? EB_CACHE_FLAG_NORMALIZED : 0);
+}
+
+/* ---- scan, store, delete ------------------------------------------------------------------ */
+
+static void request_fail(eb_request *r, int32_t status, const char *fmt, ...)
+{
+    char msg[EB_PROTO_MESSAGE_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    r->fail_status = status;
+    free(r->fail_message);
+    r->fail_message = strdup(clean_text(msg));
+}
+
+static void request_search_error(eb_request *r, int32_t status, const char *message)
+{
+    char msg[EB_PROTO_MESSAGE_MAX];
+    snprintf(msg, sizeof msg, "%s", message ? message : eb_status_str(status));
+    r->search_status = status;
+    free(r->search_message);
+    r->search_message = strdup(clean_text(msg));
+    r->broker->n.search_errors++;
+}
+
+static void store_wait_push(eb_broker *b, eb_request *r)
+{
+    r->store_next = NULL;
+    if (b->store_tail)
+        b->store_tail->store_next = r;
+    else
+        b->store_head = r;
+    b->store_tail = r;
+}
+
+static void store_wait_remove(eb_broker *b, eb_request *r)
+{
+    eb_request *prev = NULL;
+    for (eb_request *x = b->store_head; x; prev = x, x = x->store_next) {
+        if (x != r)
+            continue;
+        if (prev)
+            prev->store_next = x->store_next;
+        else
+            b->store_head = x->store_next;
+        if (b->store_tail == x)
+            b->store_tail = prev;
+        x->store_next = NULL;
+        return;
+    }
+}
+
+/* Records up to durable_seq are on disk: answer the store requests waiting for them. */
+static void on_store_durable(void *arg, uint64_t durable_seq)
+{
+    eb_broker *b = arg;
+    while (b->store_head && b->store_head->store_seq <= durable_seq) {
+        eb_request *r = b->store_head;
+        b->store_head = r->store_next;
+        if (!b->store_head)
+            b->store_tail = NULL;
+        r->store_next = NULL;
+        r->waiting = false;
+        r->search_us = eb_now_us() - r->wait_started_us; /* time to durability */
+        request_answer(b, r);
+    }
+}
+
+/* The revision rows and queries are labelled with: the scan models' names and revisions, so a
+ * search only compares vectors made by the same models (docs/search.md, "Revisions"). false
+ * with a reason when a configured model has not been announced by any worker yet. */
+static bool catalogue_rev(eb_broker *b, char *out, size_t cap, char *why, size_t why_len)
+{
+    const char *names[2] = {b->opt.scan_image_model, b->opt.scan_text_model};
+    size_t off = 0;
+    out[0] = 0;
+    for (int i = 0; i < 2; i++) {
+        if (!names[i][0])
+            continue;
+        eb_broker_model *m = eb_workers_model(&b->workers, names[i]);
+        if (!m || !m->model_rev[0]) {
+            set_err(why, why_len, "model \"%s\" has not been announced by any worker yet, so its "
+                    "revision (part of every row's ModelRev) is unknown; start a worker for it",
+                    names[i]);
+            return false;
+        }
+        off += (size_t)snprintf(out + off, cap - off, "%s%s@%.16s", off ? "+" : "", m->name,
+                                m->model_rev);
+        if (off >= cap) {
+            set_err(why, why_len, "model revision label too long");
+            return false;
+        }
+    }
+    return true;
+}
+
+static void on_search(void *arg, eb_status status, const eb_search_hit *hits, size_t n,
+                      const char *error)
+{
+    eb_request *r = arg;
+    eb_broker *b = r->broker;
+    r->waiting = false;
+    r->search_us = eb_now_us() - r->wait_started_us;
+    const eb_proto_options *opt = &r->msg.u.request.options;
+    if (status == EB_OK && n > 0) {
+        size_t text = 0;
+        for (size_t i = 0; i < n; i++)
+            text += strlen(hits[i].product_id) + strlen(hits[i].business_template) +
+                    strlen(hits[i].source_type) + 3;
+        r->matches = calloc(n, sizeof *r->matches);
+        r->match_text = malloc(text);
+        if (!r->matches || !r->match_text) {
+            request_search_error(r, EB_ERR_NOMEM, "broker out of memory for the matches");
+        } else {
+            char *p = r->match_text;
+            for (size_t i = 0; i < n; i++) {
+                const char *f[3] = {hits[i].product_id, hits[i].business_template,
+                                    hits[i].source_type};
+                const char **dst[3] = {&r->matches[i].product_id, &r->matches[i].template_name,
+                                       &r->matches[i].source_type};
+                for (int j = 0; j < 3; j++) {
+                    size_t len = strlen(f[j]) + 1;
+                    memcpy(p, f[j], len);
+                    *dst[j] = p;
+                    p += len;
+                }
+                r->matches[i].score = hits[i].score;
+            }
+            r->n_matches = (uint32_t)n;
+        }
+    } else if (status == EB_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "no rows with BusinessTemplate \"%s\" and SourceType \"%s\" for "
+                 "these models; check the template name, or backfill the catalogue with them",
+                 opt->template_name, opt->source_type ? opt->source_type
+                                                      : b->opt.catalogue_source);
+        request_search_error(r, EB_ERR_NOT_FOUND, msg);
+    } else {
+        request_search_error(r, status, error);
+    }
+    request_answer(b, r);
+}
+
+static void on_deleted(void *arg, eb_status status, uint64_t rows, const char *error)
+{
+    eb_request *r = arg;
+    eb_broker *b = r->broker;
+    r->waiting = false;
+    r->search_us = eb_now_us() - r->wait_started_us;
+    if (status == EB_OK) {
+        r->has_deleted = true;
+        r->deleted = rows;
+    } else {
+        request_fail(r, status, "delete failed: %s", error ? error : eb_status_str(status));
+    }
+    request_answer(b, r);
+}
+
+/* Copy an item's embedding (frame bytes) into an aligned buffer and L2-normalise it. */
+static float *item_vector(const eb_item *it)
+{
+    float *v = malloc((size_t)it->dims * sizeof *v);
+    if (!v)
+        return NULL;
+    memcpy(v, zmq_msg_data((zmq_msg_t *)&it->result), (size_t)it->dims * 4);
+    double ss = 0;
+    for (uint32_t i = 0; i < it->dims; i++)
+        ss += (double)v[i] * v[i];
+    if (ss > 0) {
+        float inv = (float)(1.0 / sqrt(ss));
+        for (uint32_t i = 0; i < it->dims; i++)
+            v[i] *= inv;
+    }
+    return v;
+}
+
+/* Every item of a scan or store is done: build the CombinedEmbedding, then search (scan) and
+ * spool the row (store, or scan with options.store). */
+static void composite_items_done(eb_broker *b, eb_request *r)
+{
+    const eb_proto_request *req = &r->msg.u.request;
+    const eb_proto_options *opt = &req->options;
+    bool is_store = req->op == EB_OP_STORE;
+    for (uint32_t i = 0; i < r->n_items; i++)
+        if (r->items[i].status != 0 || !r->items[i].has_result) {
+            request_answer(b, r); /* an input failed: its error is the answer */
+            return;
+        }
+    const eb_item *img = NULL, *txt = NULL;
+    for (uint32_t i = 0; i < r->n_items; i++) {
+        if (req->inputs[i].kind == EB_INPUT_TEXT)
+            txt = &r->items[i];
+        else
+            img = &r->items[i];
+    }
+    uint32_t image_dims, text_dims;
+    eb_services_dims(b->services, &image_dims, &text_dims);
+    char rev[EB_PROTO_ID_MAX + 1], why[EB_PROTO_MESSAGE_MAX];
+    const char *unavailable = eb_services_search_unavailable(b->services);
+    bool dims_known = image_dims > 0;
+    float *iv = NULL, *tv = NULL, *query = NULL, *row = NULL;
+    if (dims_known && ((img && img->dims != image_dims) || (txt && txt->dims != text_dims))) {
+        const eb_item *bad = img && img->dims != image_dims ? img : txt;
+        request_fail(r, EB_ERR_INVALID, "dimension mismatch: model \"%s\" returned %u dimensions "
+                     "but the table's %s half has %u; run workers with the table's models, or "
+                     "migrate a new database for these", bad->model->name, bad->dims,
+                     bad == img ? "image" : "text", bad == img ? image_dims : text_dims);
+        goto answer;
+    }
+    if (!dims_known || !catalogue_rev(b, rev, sizeof rev, why, sizeof why)) {
+        const char *reason = dims_known ? why : unavailable;
+        if (is_store) {
+            request_fail(r, EB_ERR_UNAVAILABLE, "cannot store: %s", reason);
+            goto answer;
+        }
+        request_search_error(r, EB_ERR_UNAVAILABLE, reason);
+        goto answer;
+    }
+    uint32_t combined_dims = image_dims + text_dims;
+    iv = img ? item_vector(img) : NULL;
+    tv = txt ? item_vector(txt) : NULL;
+    query = malloc((size_t)combined_dims * sizeof *query);
+    row = malloc((size_t)combined_dims * sizeof *row);
+    if ((img && !iv) || (txt && !tv) || !query || !row) {
+        request_fail(r, EB_ERR_NOMEM, "broker out of memory");
+        goto answer;
+    }
+    double wq_img = opt->image_weight >= 0 ? opt->image_weight : 1.0;
+    double wq_txt = opt->text_weight >= 0 ? opt->text_weight : 1.0;
+    if (eb_combined_build(iv, image_dims, tv, text_dims, (float)wq_img, (float)wq_txt, query) !=
+            EB_OK ||
+        eb_combined_build(iv, image_dims, tv, text_dims, (float)b->opt.image_weight,
+                          (float)b->opt.text_weight, row) != EB_OK) {
+        request_fail(r, EB_ERR_INVALID, "cannot build the combined embedding: an embedding has "
+                     "zero or non-finite norm");
+        goto answer;
+    }
+    if (is_store || opt->store) {
+        int64_t t0 = eb_now_us();
+        eb_store_record rec;
+        memset(&rec, 0, sizeof rec);
+        char product[EB_PROTO_ID_MAX + 8], model[2 * EB_PROTO_MODEL_NAME_MAX + 2];
+        if (eb_store_id_new(rec.store_id) != EB_OK) {
+            request_fail(r, EB_ERR_IO, "cannot draw a store id (getrandom failed)");
+            goto answer;
+        }
+        eb_store_id_str(rec.store_id, r->store_id);
+        rec.upsert = is_store;
+        if (opt->product_id)
+            snprintf(product, sizeof product, "%s", opt->product_id);
+        else
+            snprintf(product, sizeof product, "scan:%s", r->store_id);
+        rec.product_id = product;
+        rec.business_template = opt->template_name;
+        rec.source_type = is_store ? (opt->source_type ? opt->source_type
+                                                       : b->opt.catalogue_source)
+                                   : b->opt.scan_source;
+        snprintf(model, sizeof model, "%s%s%s", img ? img->model->name : "",
+                 img && txt ? "+" : "", txt ? txt->model->name : "");
+        rec.model = model;
+        rec.model_rev = rev;
+        rec.preproc_rev = (img ? img : txt)->model->preproc_rev;
+        rec.content_hash = (img ? img : txt)->has_hash ? (img ? img : txt)->hash : NULL;
+        rec.image = iv;
+        rec.image_dims = img ? image_dims : 0;
+        rec.text = tv;
+        rec.text_dims = txt ? text_dims : 0;
+        rec.combined = row;
+        rec.combined_dims = combined_dims;
+        eb_status st = eb_storepump_store(eb_services_pump(b->services), &rec, &r->store_seq);
+        r->store_enqueue_us = eb_now_us() - t0;
+        if (st != EB_OK) {
+            r->store_id[0] = 0;
+            r->store_seq = 0;
+            request_fail(r, st, "the %s was not accepted by the spool (%s)%s",
+                         is_store ? "store" : "scan's store", eb_status_str(st),
+                         is_store ? "" : "; the matches are still included");
+            if (is_store)
+                goto answer;
+        } else {
+            b->n.stores++;
+        }
+        if (is_store) {
+            r->waiting = true;
+            r->wait_started_us = eb_now_us();
+            store_wait_push(b, r);
+            goto done; /* answered by on_store_durable (or the deadline) */
+        }
+    }
+    if (unavailable) {
+        request_search_error(r, EB_ERR_UNAVAILABLE, unavailable);
+        goto answer;
+    }
+    eb_search_query q = {
+        .business_template = opt->template_name,
+        .source_type = opt->source_type ? opt->source_type : b->opt.catalogue_source,
+        .model_rev = rev,
+        .vector = query,
+        .dims = combined_dims,
+        .k = opt->k ? opt->k : 10,
+        .deadline_us = r->deadline_us,
+    };
+    r->waiting = true;
+    r->wait_started_us = eb_now_us();
+    eb_loop_timer_stop(b->loop, &r->deadline_timer); /* the search carries the deadline */
+    b->n.scans++;
+    eb_status sst = eb_search_run(eb_services_search(b->services), &q, on_search, r, why,
+                                  sizeof why);
+    if (sst == EB_OK)
+        goto done;
+    r->waiting = false;
+    request_search_error(r, sst, why);
+answer:
+    request_answer(b, r);
+done:
+    free(iv);
+    free(tv);
+    free(query);
+    free(row);
 }
 
 /* ---- batches ------------------------------------------------------------------------------ */
@@ -612,8 +1195,8 @@ static void item_lost(eb_broker *b, eb_item *it, const char *worker_id, const ch
     }
     if (it->dispatches < 2) {
         it->queued_at_us = eb_now_us();
-        eb_queue_push_front(&r->model->queue[r->priority], it);
-        mark_dirty(b, r->model);
+        eb_queue_push_front(&it->model->queue[r->priority], it);
+        mark_dirty(b, it->model);
         b->n.requeues++;
         return;
     }
@@ -748,7 +1331,7 @@ static bool send_batch(eb_broker *b, eb_broker_worker *w, eb_broker_model *m)
             eb_item *it = batch->items[s];
             eb_request *r = it->request;
             it->batch = NULL;
-            eb_queue_push_front(&r->model->queue[r->priority], it);
+            eb_queue_push_front(&it->model->queue[r->priority], it);
         }
         batch->next = b->free_batches;
         b->free_batches = batch;
@@ -859,7 +1442,8 @@ eb_status eb_broker_health(eb_broker *b, eb_proto_buf *out)
     msgpack_sbuffer_init(&sbuf);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 3);
+    msgpack_pack_map(&pk, 5);
+    eb_services_pack_health(b->services, &pk);
 
     /* Keys required by docs/protocol.md ("Health") first, then ours. */
     uint64_t errors = 0;
@@ -884,7 +1468,16 @@ eb_status eb_broker_health(eb_broker *b, eb_proto_buf *out)
     pk_kv_i64(&pk, "supervised_workers", b->sup ? eb_supervisor_running(b->sup) : 0);
     pk_kv_u64(&pk, "worker_restarts", b->sup ? eb_supervisor_restarts(b->sup) : 0);
     pk_str(&pk, "counters");
-    msgpack_pack_map(&pk, 14);
+    msgpack_pack_map(&pk, 23);
+    pk_kv_u64(&pk, "cache_hits", b->n.cache_hits);
+    pk_kv_u64(&pk, "cache_misses", b->n.cache_misses);
+    pk_kv_u64(&pk, "merged", b->n.merged);
+    pk_kv_u64(&pk, "merge_mismatch", b->n.merge_mismatch);
+    pk_kv_u64(&pk, "scans", b->n.scans);
+    pk_kv_u64(&pk, "stores", b->n.stores);
+    pk_kv_u64(&pk, "deletes", b->n.deletes);
+    pk_kv_u64(&pk, "search_errors", b->n.search_errors);
+    pk_kv_u64(&pk, "workers_refused", b->n.workers_refused);
     pk_kv_u64(&pk, "requests", b->n.requests);
     pk_kv_u64(&pk, "replies", b->n.replies);
     pk_kv_u64(&pk, "items", b->n.items);
@@ -975,17 +1568,63 @@ static void reply_health(eb_broker *b, eb_client *cl, uint64_t id, int64_t recei
     eb_proto_buf_free(&health);
 }
 
-/* Check the request against what the broker knows; on failure write the status and reason. */
+/* The model called name: known from a worker's READY, or (during unknown_model_wait_ms after
+ * start, while workers are still registering) a placeholder that collects requests. NULL with
+ * EB_ERR_NOT_FOUND's reason in err. */
+static eb_broker_model *find_model(eb_broker *b, const char *name, char *err, size_t err_len)
+{
+    eb_broker_model *m = eb_workers_model(&b->workers, name);
+    if (m)
+        return m;
+    int64_t age_ms = (eb_now_us() - b->started_us) / 1000;
+    if (age_ms < b->opt.unknown_model_wait_ms)
+        m = eb_workers_model_get_or_add(&b->workers, name);
+    if (m)
+        return m;
+    char known[512] = "";
+    size_t off = 0;
+    for (size_t i = 0; i < b->workers.n_models && off < sizeof known - 80; i++)
+        off += (size_t)snprintf(known + off, sizeof known - off, "%s%s", i ? ", " : "",
+                                b->workers.models[i]->name);
+    set_err(err, err_len, "model \"%s\" is not served by any worker (known: %s); start a worker "
+            "for it or check the name", name, off ? known : "none");
+    return NULL;
+}
+
+/* EB_ERR_INVALID when m is known to take the other kind of input. */
+static eb_status check_model_input(const eb_broker_model *m, bool image, const char *what,
+                                   char *err, size_t err_len)
+{
+    if (!m->input)
+        return EB_OK;
+    bool model_image = m->input == EB_INPUT_IMAGE || m->input == EB_INPUT_RAW_RGB8;
+    if (model_image == image)
+        return EB_OK;
+    set_err(err, err_len, "model \"%s\" takes %s inputs; %s", m->name,
+            model_image ? "image" : "text", what);
+    return EB_ERR_INVALID;
+}
+
+static eb_status check_queue_room(eb_broker *b, const eb_broker_model *m,
+                                  eb_proto_priority priority, uint32_t n, char *err,
+                                  size_t err_len)
+{
+    size_t depth = eb_queue_count(&m->queue[priority]);
+    if (depth + n <= b->opt.queue_limit)
+        return EB_OK;
+    set_err(err, err_len, "model \"%s\" %s queue holds %zu of %u items; retry later", m->name,
+            eb_proto_priority_str(priority), depth, b->opt.queue_limit);
+    b->n.busy++;
+    return EB_ERR_BUSY;
+}
+
+/* Check an embed request against what the broker knows; on failure write the status and
+ * reason. */
 static eb_status validate_request(eb_broker *b, const eb_proto_request *req,
                                   eb_broker_model **model_out, char *err, size_t err_len)
 {
     *model_out = NULL;
     bool image_op = req->op == EB_OP_EMBED_IMAGE;
-    if (req->op == EB_OP_SCAN || req->op == EB_OP_DELETE) {
-        set_err(err, err_len, "op \"%s\" needs the search service, which this broker does not "
-                "run yet; use embed_image or embed_text", eb_proto_op_str(req->op));
-        return EB_ERR_UNSUPPORTED;
-    }
     if (req->op != EB_OP_EMBED_IMAGE && req->op != EB_OP_EMBED_TEXT) {
         set_err(err, err_len, "op %d is not supported", (int)req->op);
         return EB_ERR_UNSUPPORTED;
@@ -999,30 +1638,13 @@ static eb_status validate_request(eb_broker *b, const eb_proto_request *req,
                 b->scratch_cap);
         return req->n_inputs ? EB_ERR_TOO_LARGE : EB_ERR_INVALID;
     }
-    eb_broker_model *m = eb_workers_model(&b->workers, req->model);
-    if (!m) {
-        int64_t age_ms = (eb_now_us() - b->started_us) / 1000;
-        if (age_ms < b->opt.unknown_model_wait_ms)
-            m = eb_workers_model_get_or_add(&b->workers, req->model);
-        if (!m) {
-            char known[512] = "";
-            size_t off = 0;
-            for (size_t i = 0; i < b->workers.n_models && off < sizeof known - 80; i++)
-                off += (size_t)snprintf(known + off, sizeof known - off, "%s%s", i ? ", " : "",
-                                        b->workers.models[i]->name);
-            set_err(err, err_len, "model \"%s\" is not served by any worker (known: %s); start "
-                    "a worker for it or check the name", req->model, off ? known : "none");
-            return EB_ERR_NOT_FOUND;
-        }
-    }
-    if (m->input) {
-        bool model_image = m->input == EB_INPUT_IMAGE || m->input == EB_INPUT_RAW_RGB8;
-        if (model_image != image_op) {
-            set_err(err, err_len, "model \"%s\" takes %s inputs; use %s", m->name,
-                    model_image ? "image" : "text", model_image ? "embed_image" : "embed_text");
-            return EB_ERR_INVALID;
-        }
-    }
+    eb_broker_model *m = find_model(b, req->model, err, err_len);
+    if (!m)
+        return EB_ERR_NOT_FOUND;
+    eb_status st = check_model_input(m, image_op, image_op ? "use embed_text" : "use embed_image",
+                                     err, err_len);
+    if (st != EB_OK)
+        return st;
     for (uint32_t i = 0; i < req->n_inputs; i++) {
         const eb_proto_input *in = &req->inputs[i];
         bool is_image = in->kind == EB_INPUT_IMAGE || in->kind == EB_INPUT_RAW_RGB8;
@@ -1032,15 +1654,75 @@ static eb_status validate_request(eb_broker *b, const eb_proto_request *req,
             return EB_ERR_INVALID;
         }
     }
-    size_t depth = eb_queue_count(&m->queue[req->options.priority]);
-    if (depth + req->n_inputs > b->opt.queue_limit) {
-        set_err(err, err_len, "model \"%s\" %s queue holds %zu of %u items; retry later",
-                m->name, eb_proto_priority_str(req->options.priority), depth,
-                b->opt.queue_limit);
-        b->n.busy++;
-        return EB_ERR_BUSY;
-    }
+    if ((st = check_queue_room(b, m, req->options.priority, req->n_inputs, err, err_len)))
+        return st;
     *model_out = m;
+    return EB_OK;
+}
+
+/* Check a scan or store: the broker's scan models serve its inputs (a request may name them,
+ * but not others: rows and queries must come from the same models), a template to filter or
+ * store under, and full-length embeddings. */
+static eb_status validate_composite(eb_broker *b, const eb_proto_request *req,
+                                    eb_broker_model **image_model, eb_broker_model **text_model,
+                                    char *err, size_t err_len)
+{
+    *image_model = *text_model = NULL;
+    const eb_proto_options *opt = &req->options;
+    const char *op = eb_proto_op_str(req->op);
+    if (!opt->template_name) {
+        set_err(err, err_len, "op %s needs options.filters.template (the BusinessTemplate to %s)",
+                op, req->op == EB_OP_SCAN ? "search" : "store under");
+        return EB_ERR_INVALID;
+    }
+    if (opt->output_dim) {
+        set_err(err, err_len, "op %s works on full-length embeddings; drop options.output_dim",
+                op);
+        return EB_ERR_INVALID;
+    }
+    if (req->op == EB_OP_STORE) {
+        if (!eb_services_pump(b->services)) {
+            set_err(err, err_len, "op store needs the database: %s",
+                    eb_services_search_unavailable(b->services));
+            return EB_ERR_UNAVAILABLE;
+        }
+        if (opt->source_type && strcmp(opt->source_type, b->opt.scan_source) == 0) {
+            set_err(err, err_len, "op store writes catalogue rows; SourceType \"%s\" is reserved "
+                    "for stored scans (use scan with options.store)", opt->source_type);
+            return EB_ERR_INVALID;
+        }
+    }
+    if (req->op == EB_OP_SCAN && opt->store && !eb_services_pump(b->services)) {
+        set_err(err, err_len, "options.store needs the database: %s",
+                eb_services_search_unavailable(b->services));
+        return EB_ERR_UNAVAILABLE;
+    }
+    for (uint32_t i = 0; i < req->n_inputs; i++) {
+        bool is_text = req->inputs[i].kind == EB_INPUT_TEXT;
+        const char *configured = is_text ? b->opt.scan_text_model : b->opt.scan_image_model;
+        const char *named = is_text ? req->text_model : req->model;
+        if (!configured[0]) {
+            set_err(err, err_len, "this broker has no scan_%s_model, so op %s takes no %s input",
+                    is_text ? "text" : "image", op, is_text ? "text" : "image");
+            return EB_ERR_INVALID;
+        }
+        if (named && strcmp(named, configured) != 0) {
+            set_err(err, err_len, "op %s uses the broker's scan %s model \"%s\", not \"%s\" "
+                    "(stored rows and queries must come from the same model)", op,
+                    is_text ? "text" : "image", configured, named);
+            return EB_ERR_INVALID;
+        }
+        eb_broker_model *m = find_model(b, configured, err, err_len);
+        if (!m)
+            return EB_ERR_NOT_FOUND;
+        eb_status st = check_model_input(m, !is_text, "check scan_image_model/scan_text_model",
+                                         err, err_len);
+        if (st == EB_OK)
+            st = check_queue_room(b, m, opt->priority, 1, err, err_len);
+        if (st != EB_OK)
+            return st;
+        *(is_text ? text_model : image_model) = m;
+    }
     return EB_OK;
 }
 
@@ -1072,24 +1754,66 @@ static void fail_bad_references(eb_broker *b, eb_request *r, eb_client *cl)
     }
 }
 
-/* Queue every item of r that is still NEW (not answered by an earlier stage). */
-static void request_enqueue(eb_broker *b, eb_request *r, int64_t now)
+/* Link a new request to its client and start its deadline. */
+static void request_open(eb_broker *b, eb_request *r, eb_client *cl, int64_t now)
 {
-    bool any = false;
-    for (uint32_t i = 0; i < r->n_items; i++) {
-        eb_item *it = &r->items[i];
-        if (it->state != EB_ITEM_NEW)
-            continue;
-        it->queued_at_us = now;
-        eb_queue_push_back(&r->model->queue[r->priority], it);
-        any = true;
-    }
-    if (any)
-        mark_dirty(b, r->model);
+    r->id = r->msg.u.request.id;
+    r->priority = r->msg.u.request.options.priority;
+    r->received_us = now;
+    uint32_t deadline_ms = r->msg.u.request.options.deadline_ms;
+    r->deadline_us = now + (deadline_ms ? (int64_t)deadline_ms
+                                        : b->opt.default_deadline_ms) * 1000;
+    r->client = cl;
+    r->cl_next = cl->requests;
+    if (cl->requests)
+        cl->requests->cl_prev = r;
+    cl->requests = r;
+    cl->n_requests++;
+    b->n_open++;
+    b->n.items += r->n_items;
+    eb_loop_timer_start(b->loop, &r->deadline_timer, r->deadline_us);
 }
 
-/* A decoded REQUEST: validate, then queue its items (the cache lookup of issue 6 slots in
- * between: a hit answers items here without queueing them). Takes msg and b->rx. */
+/* op delete: no items, one statement through the pool; on_deleted answers. */
+static void handle_delete(eb_broker *b, eb_client *cl, eb_proto_msg *msg, int64_t now)
+{
+    const eb_proto_request *req = &msg->u.request;
+    eb_search *search = eb_services_search(b->services);
+    const char *why = eb_services_search_unavailable(b->services);
+    if (!search || why) {
+        send_client_error(b, cl->socket, cl->key, cl->key_len, req->id, EB_ERR_UNAVAILABLE,
+                          why ? why : "search is off");
+        return;
+    }
+    if (req->options.template_name) {
+        send_client_error(b, cl->socket, cl->key, cl->key_len, req->id, EB_ERR_UNSUPPORTED,
+                          "delete removes every row of a product; filtering it by template is "
+                          "not supported: omit options.filters.template");
+        return;
+    }
+    eb_request *r = request_alloc(b, 0);
+    if (!r) {
+        send_client_error(b, cl->socket, cl->key, cl->key_len, req->id, EB_ERR_NOMEM,
+                          "broker out of memory");
+        return;
+    }
+    r->msg = *msg;
+    memset(msg, 0, sizeof *msg);
+    request_open(b, r, cl, now);
+    r->waiting = true;
+    r->wait_started_us = now;
+    eb_loop_timer_stop(b->loop, &r->deadline_timer); /* the pool's deadline bounds it */
+    b->n.deletes++;
+    eb_status st = eb_search_delete(search, r->msg.u.request.options.product_id, on_deleted, r);
+    if (st != EB_OK) {
+        r->waiting = false;
+        request_fail(r, st, "delete not accepted: %s", eb_status_str(st));
+        request_answer(b, r);
+    }
+}
+
+/* A decoded REQUEST: validate, then start its items (cache lookup, merge or queue). Takes msg
+ * and b->rx. */
 static void handle_request(eb_broker *b, eb_client *cl, eb_proto_msg *msg,
                            const eb_frames_view *view, int64_t now)
 {
@@ -1105,9 +1829,15 @@ static void handle_request(eb_broker *b, eb_client *cl, eb_proto_msg *msg,
         reply_health(b, cl, req->id, now);
         return;
     }
+    if (req->op == EB_OP_DELETE) {
+        handle_delete(b, cl, msg, now);
+        return;
+    }
     char err[512];
-    eb_broker_model *m = NULL;
-    eb_status st = validate_request(b, req, &m, err, sizeof err);
+    eb_broker_model *m = NULL, *text_m = NULL;
+    bool composite = req->op == EB_OP_SCAN || req->op == EB_OP_STORE;
+    eb_status st = composite ? validate_composite(b, req, &m, &text_m, err, sizeof err)
+                             : validate_request(b, req, &m, err, sizeof err);
     if (st != EB_OK) {
         send_client_error(b, cl->socket, cl->key, cl->key_len, req->id, st, err);
         return;
@@ -1126,29 +1856,17 @@ static void handle_request(eb_broker *b, eb_client *cl, eb_proto_msg *msg,
     r->frames = b->rx;
     b->rx = spare;
     r->first_item = view->first_item;
-    r->id = r->msg.u.request.id;
-    r->model = m;
-    r->priority = r->msg.u.request.options.priority;
-    r->received_us = now;
-    uint32_t deadline_ms = r->msg.u.request.options.deadline_ms;
-    r->deadline_us = now + (deadline_ms ? (int64_t)deadline_ms
-                                        : b->opt.default_deadline_ms) * 1000;
-    r->client = cl;
-    r->cl_next = cl->requests;
-    if (cl->requests)
-        cl->requests->cl_prev = r;
-    cl->requests = r;
-    cl->n_requests++;
-    b->n_open++;
-    b->n.items += r->n_items;
-    eb_loop_timer_start(b->loop, &r->deadline_timer, r->deadline_us);
+    r->composite = composite;
+    r->model = m ? m : text_m;
+    for (uint32_t i = 0; i < r->n_items; i++)
+        r->items[i].model = r->msg.u.request.inputs[i].kind == EB_INPUT_TEXT && composite
+                                ? text_m
+                                : m;
+    request_open(b, r, cl, now);
     fail_bad_references(b, r, cl);
     if (r->answered)
         return; /* every input failed (r is back in the pool: touch nothing else) */
-    /* Seam for the cache (issue 6): look items up here; a hit completes its item with
-     * item_set_result + item_done (the request may then be answered and freed: check
-     * r->answered before touching it again), a miss stays NEW; merged waiters likewise. */
-    request_enqueue(b, r, now);
+    request_start_items(b, r, now);
 }
 
 /* Forget a client: its open requests are dropped (no one to answer), its segments unlinked and
@@ -1350,6 +2068,28 @@ static void handle_ready(eb_broker *b, int s, const uint8_t *key, size_t key_len
         return;
     }
     char err[512];
+    /* A scan model whose dimensions disagree with the table would write rows no search can
+     * use (and PostgreSQL would refuse them): refuse the worker, saying why. */
+    uint32_t image_dims, text_dims;
+    eb_services_dims(b->services, &image_dims, &text_dims);
+    for (uint32_t i = 0; i < msg->u.ready.n_models && image_dims; i++) {
+        const eb_proto_model_desc *d = &msg->u.ready.models[i];
+        bool is_image = strcmp(d->name, b->opt.scan_image_model) == 0;
+        bool is_text = b->opt.scan_text_model[0] && strcmp(d->name, b->opt.scan_text_model) == 0;
+        uint32_t want = is_image ? image_dims : text_dims;
+        if ((is_image || is_text) && d->dims != want) {
+            snprintf(err, sizeof err, "dimension mismatch: worker %s serves scan %s model \"%s\" "
+                     "(rev %.12s) with %u dimensions, but table \"ProductEmbeddings\" has %u "
+                     "for it; run the table's model, or migrate a new database for this one",
+                     msg->u.ready.worker_id, is_image ? "image" : "text", d->name, d->model_rev,
+                     d->dims, want);
+            b->n.workers_refused++;
+            eb_log_warn("worker_refused", "worker=%s status=%s reason=\"%s\"",
+                        msg->u.ready.worker_id, eb_status_str(EB_ERR_INVALID), err);
+            send_disconnect_key(b, b->sock[s], key, key_len, err);
+            return;
+        }
+    }
     eb_broker_worker *w = NULL;
     eb_status st = eb_workers_add(&b->workers, key, key_len, b->sock[s], msg, b->scratch_cap,
                                   now, &w, err, sizeof err);
@@ -1419,6 +2159,8 @@ static void handle_worker_reply(eb_broker *b, eb_broker_worker *w, const eb_prot
             }
         }
         it->timings = res->timings;
+        if (status == 0)
+            cache_put(b, batch->model, res, frame, r->msg.u.request.options.normalize);
         item_set_result(it, status == 0 ? frame : NULL, res->dims,
                         res->has_hash ? res->hash : NULL, w);
         item_done(b, it, status, message);
@@ -1744,7 +2486,49 @@ eb_status eb_broker_options_load(const eb_config *cfg, eb_broker_options *o, cha
         return EB_ERR_INVALID;
     }
     o->max_models = o->limits.max_models;
-    return EB_OK;
+    const struct {
+        const char *key, *fallback;
+        char *out;
+        size_t cap;
+        bool model;
+    } names[] = {
+        {"scan_image_model", "siglip", o->scan_image_model, sizeof o->scan_image_model, true},
+        {"scan_text_model", "", o->scan_text_model, sizeof o->scan_text_model, true},
+        {"catalogue_source_type", "catalogue", o->catalogue_source, sizeof o->catalogue_source,
+         false},
+        {"scan_source_type", "scan", o->scan_source, sizeof o->scan_source, false},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const char *name = eb_config_get(cfg, names[i].key, names[i].fallback);
+        size_t len = strlen(name);
+        bool ok = names[i].model
+                      ? (len == 0 || eb_proto_model_name_valid(name, len))
+                      : (len > 0 && len < names[i].cap && eb_proto_utf8_valid(name, len));
+        if (!ok || len >= names[i].cap) {
+            set_err(err, err_len, "%s \"%s\" is not valid (%s)", names[i].key, name,
+                    names[i].model ? "a model name: [a-z0-9._-]{1,64}, or empty"
+                                   : "1 to 256 bytes of UTF-8");
+            return EB_ERR_INVALID;
+        }
+        memcpy(names[i].out, name, len + 1);
+    }
+    const struct {
+        const char *key;
+        double *out;
+    } weights[] = {{"image_weight", &o->image_weight}, {"text_weight", &o->text_weight}};
+    for (size_t i = 0; i < 2; i++) {
+        const char *text = eb_config_get(cfg, weights[i].key, "1");
+        char *end;
+        errno = 0;
+        double w = strtod(text, &end);
+        if (errno || end == text || *end || !(w >= 0 && w <= 1000)) {
+            set_err(err, err_len, "%s \"%s\" is not a number in 0 .. 1000", weights[i].key,
+                    text);
+            return EB_ERR_INVALID;
+        }
+        *weights[i].out = w;
+    }
+    return eb_services_options_load(cfg, o->run_dir, &o->services, err, err_len);
 }
 
 /* Create or check the run dir: ours, a directory (not a symlink), no group/other access. */
@@ -1912,6 +2696,15 @@ eb_broker *eb_broker_new(const eb_broker_options *options, char *err, size_t err
     }
     eb_loop_add_fd(b->loop, b->signal_fd, ZMQ_POLLIN, on_signal, b);
     eb_loop_set_hook(b->loop, on_iteration, b);
+    b->merges = eb_idmap_new();
+    if (!b->merges) {
+        set_err(err, err_len, "out of memory");
+        goto fail;
+    }
+    b->services = eb_services_new(b->loop, &b->opt.services, err, err_len);
+    if (!b->services)
+        goto fail;
+    eb_services_set_durable_fn(b->services, on_store_durable, b);
     eb_loop_timer_start(b->loop, &b->tick_timer, eb_now_us() + tick_us(b));
     eb_log_info("broker_started", "instance=%016llx pid=%d frontend=%s backend=%s "
                 "frontend_tcp=%s backend_tcp=%s heartbeat_ms=%lld queue_limit=%u",
@@ -1930,6 +2723,9 @@ void eb_broker_destroy(eb_broker **broker)
     if (!broker || !*broker)
         return;
     eb_broker *b = *broker;
+    /* Services first: the callbacks they complete with EB_ERR_SHUTDOWN answer requests. */
+    eb_services_destroy(&b->services);
+    b->store_head = b->store_tail = NULL;
     while (b->all_requests) {
         eb_request *r = b->all_requests;
         r->answered = true;
@@ -1979,6 +2775,8 @@ void eb_broker_destroy(eb_broker **broker)
     if (b->lock_fd >= 0)
         close(b->lock_fd);
     eb_loop_destroy(&b->loop);
+    eb_idmap_destroy(&b->merges);
+    free(b->put_buf);
     free(b->scratch_items);
     free(b->scratch_results);
     free(b->scratch_frames);

@@ -31,6 +31,7 @@
 #include "eb_config.h"
 #include "eb_loop.h"
 #include "eb_proto.h"
+#include "eb_services.h"
 #include "eb_status.h"
 
 struct eb_supervisor;
@@ -50,6 +51,15 @@ typedef struct eb_broker_options {
     uint32_t queue_limit;          /* queue_limit: items per model and class, 1024 */
     uint32_t max_models;           /* max_models of the protocol limits */
     eb_proto_limits limits;        /* max_* keys (eb_proto_limits_from_config) */
+    /* quick scan (docs/search.md) */
+    char scan_image_model[EB_PROTO_MODEL_NAME_MAX + 1]; /* scan_image_model: "siglip" */
+    char scan_text_model[EB_PROTO_MODEL_NAME_MAX + 1];  /* scan_text_model: "" = none (text
+                                                           inputs of scan then need a model) */
+    double image_weight, text_weight; /* image_weight/text_weight of stored rows: 1.0 each */
+    char catalogue_source[EB_PROTO_ID_MAX + 1]; /* catalogue_source_type: "catalogue" (scan's
+                                                   default filter, store's default) */
+    char scan_source[EB_PROTO_ID_MAX + 1];      /* scan_source_type: "scan" (stored scans) */
+    eb_services_options services;  /* cache_url, db_url, spool_dir, … (eb_services.h) */
 } eb_broker_options;
 
 typedef struct eb_broker eb_broker;

@@ -93,4 +93,9 @@ void eb_item_release(eb_item *item, void (*unref)(struct eb_broker_worker *))
     item->has_hash = false;
     item->dims = 0;
     item->queue_us = 0;
+    item->has_key = false;
+    item->cached = false;
+    item->leads = false;
+    item->merge_leader = item->waiters = item->merge_prev = item->merge_next = NULL;
+    item->cache_us = -1;
 }

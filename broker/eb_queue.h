@@ -29,6 +29,7 @@
 
 struct eb_request;
 struct eb_broker_worker;
+struct eb_broker_model;
 struct eb_batch;
 
 typedef enum eb_item_state {
@@ -36,6 +37,8 @@ typedef enum eb_item_state {
     EB_ITEM_QUEUED,   /* in its model's queue */
     EB_ITEM_INFLIGHT, /* sent to a worker in item->batch */
     EB_ITEM_DONE,     /* result or error recorded; never changes again */
+    EB_ITEM_CACHE,    /* waiting for its Redis lookup (then DONE on a hit, NEW on a miss) */
+    EB_ITEM_MERGED,   /* waiting for an identical item in flight (merge_leader) */
 } eb_item_state;
 
 typedef struct eb_item {
@@ -58,6 +61,16 @@ typedef struct eb_item {
     zmq_msg_t result;
     struct eb_broker_worker *worker;    /* who computed it (a counted reference) or NULL */
     eb_proto_timings timings;    /* worker stages */
+    /* cache and merging (docs/search.md, "Cache") */
+    struct eb_broker_model *model; /* the model that serves it (scan: per input) */
+    bool has_key;                /* key = the client's content hash: cache lookups and merging */
+    uint8_t key[EB_PROTO_HASH_BYTES];
+    bool cached;                 /* the result came from the cache */
+    bool leads;                  /* registered in the broker's merge map under key */
+    struct eb_item *merge_leader;              /* MERGED: the item it waits for */
+    struct eb_item *waiters;                   /* leader: the items waiting for it */
+    struct eb_item *merge_prev, *merge_next;   /* MERGED: links in the leader's waiters */
+    int64_t cache_started_us, cache_us;        /* lookup time (-1 = none) */
 } eb_item;
 
 typedef struct eb_queue {

@@ -128,13 +128,23 @@ static void on_pending(void *arg, uint64_t seq, const void *data, size_t len)
     p->cursor = seq + 1;
 }
 
+/* Hand out what became durable; tell the owner how far durability reached. */
+static void take_durable(eb_storepump *p)
+{
+    if (eb_spool_take_durable(p->spool, on_durable, p) > 0 && p->opt.durable_fn) {
+        eb_spool_stats st;
+        eb_spool_get_stats(p->spool, &st);
+        p->opt.durable_fn(p->opt.durable_arg, st.durable_seq);
+    }
+}
+
 static void on_timer(eb_loop *loop, eb_loop_timer *t, void *arg)
 {
     (void)loop;
     (void)t;
     eb_storepump *p = arg;
     /* Records that became durable but were not drained yet come first. */
-    eb_spool_take_durable(p->spool, on_durable, p);
+    take_durable(p);
     if (!p->backlog)
         return;
     if (!eb_pgpool_is_up(p->pool)) {
@@ -157,12 +167,12 @@ static void on_notify(eb_loop *loop, void *socket, int fd, short revents, void *
     (void)fd;
     (void)revents;
     eb_storepump *p = arg;
-    eb_spool_take_durable(p->spool, on_durable, p);
+    take_durable(p);
 }
 
 void eb_storepump_options_default(eb_storepump_options *o)
 {
-    *o = (eb_storepump_options){.max_inflight = 64, .retry_ms = 500};
+    *o = (eb_storepump_options){.max_inflight = 64, .retry_ms = 500, .durable_fn = NULL};
 }
 
 eb_storepump *eb_storepump_new(eb_loop *loop, eb_spool *spool, eb_pgpool *pool,
@@ -190,6 +200,8 @@ eb_storepump *eb_storepump_new(eb_loop *loop, eb_spool *spool, eb_pgpool *pool,
             p->opt.max_inflight = options->max_inflight;
         if (options->retry_ms)
             p->opt.retry_ms = options->retry_ms;
+        p->opt.durable_fn = options->durable_fn;
+        p->opt.durable_arg = options->durable_arg;
     }
     p->notify_fd = eb_spool_notify_fd(spool);
     if (eb_loop_add_fd(loop, p->notify_fd, ZMQ_POLLIN, on_notify, p) != EB_OK) {

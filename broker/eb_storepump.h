@@ -34,6 +34,10 @@ typedef struct eb_storepump eb_storepump;
 typedef struct eb_storepump_options {
     uint32_t max_inflight; /* stores sent and not yet answered; default 64 */
     uint32_t retry_ms;     /* backlog retry period while PostgreSQL is down; default 500 */
+    /* Optional: called from the loop after records became durable, with the spool's
+     * durable_seq (every record <= it is on disk), so callers can answer "stored" replies. */
+    void (*durable_fn)(void *arg, uint64_t durable_seq);
+    void *durable_arg;
 } eb_storepump_options;
 
 typedef struct eb_storepump_stats {

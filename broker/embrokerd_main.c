@@ -39,6 +39,12 @@ static void usage(FILE *f)
             "  --worker-cmd PATH          worker program (default: embroker-worker next to\n"
             "                             embrokerd)\n"
             "  --worker-args \"ARGS\"       extra arguments for each worker\n"
+            "  --cache-url redis://H:P    Redis embedding cache (off when unset)\n"
+            "  --db-url URL               PostgreSQL + pgvector: scan search, store, delete\n"
+            "  --spool-dir DIR            durable store spool (default RUN_DIR/spool)\n"
+            "  --scan-image-model NAME    model of scan/store image inputs (default siglip)\n"
+            "  --scan-text-model NAME     model of scan/store text inputs (default none)\n"
+            "  --image-dims N --text-dims N  table dimensions when PostgreSQL is away at start\n"
             "  --log-level LEVEL          error|warn|info|debug (default info)\n"
             "  --config FILE              key = value settings (flags and EMBROKER_* win)\n"
             "See docs/operations.md for every key, the health fields and the signals.\n");
@@ -52,7 +58,11 @@ static const char *const known_keys[] = {
     "heartbeat_interval_ms", "client_timeout_ms", "default_deadline_ms", "shutdown_grace_ms",
     "unknown_model_wait_ms", "queue_limit", "workers", "worker_cmd", "worker_args",
     "max_message_bytes", "max_body_bytes", "max_input_bytes", "max_batch_items",
-    "max_text_bytes", "max_deadline_ms", "max_k", "max_models", "max_dims", "max_pixels", NULL};
+    "max_text_bytes", "max_deadline_ms", "max_k", "max_models", "max_dims", "max_pixels",
+    "cache_url", "cache_ttl_ms", "cache_timeout_ms", "db_url", "db_connections",
+    "db_statement_timeout_ms", "search_ef", "image_dims", "text_dims", "spool_dir", "spool_sync",
+    "store_retry_ms", "scan_image_model", "scan_text_model", "catalogue_source_type",
+    "scan_source_type", "image_weight", "text_weight", NULL};
 
 static bool check_flags(int argc, char **argv)
 {

@@ -71,7 +71,7 @@ static void arena_free(struct eb_proto_arena *a)
 /* ---- tables ------------------------------------------------------------------------------ */
 
 static const char *const op_names[] = {NULL, "embed_image", "embed_text", "scan", "health",
-                                       "delete"};
+                                       "delete", "store"};
 static const char *const kind_names[] = {NULL, "image", "raw_rgb8", "text"};
 static const char *const format_names[] = {"auto", "jpeg", "png", "webp"};
 static const char *const priority_names[] = {"interactive", "bulk"};
@@ -993,7 +993,7 @@ static eb_status request_field(dec *d, int f, void *obj)
     case RQ_BID: return get_bid(d, m);
     case RQ_ID: return get_uint(d, &r->id);
     case RQ_OP:
-        TRY(get_enum(d, op_names, 1, 5, &e));
+        TRY(get_enum(d, op_names, 1, EB_OP_LAST, &e));
         r->op = (eb_proto_op)e;
         return EB_OK;
     case RQ_MODEL: return get_model(d, &r->model);
@@ -1045,6 +1045,16 @@ static eb_status request_check(dec *d, eb_proto_request *r)
                         "image, one text, or one of each", images, texts);
         if (!(d->option_keys_seen & BIT(OPT_RETURN)))
             r->options.return_embedding = false; /* scan's default */
+        break;
+    case EB_OP_STORE:
+        if (images > 1 || texts > 1 || r->n_inputs == 0)
+            return fail(d, EB_ERR_INVALID, "has %u image and %u text inputs: op store takes one "
+                        "image, one text, or one of each", images, texts);
+        if (!r->options.product_id || !r->options.template_name)
+            return fail(d, EB_ERR_INVALID, "lacks options.product_id or options.filters.template: "
+                        "op store needs both");
+        if (!(d->option_keys_seen & BIT(OPT_RETURN)))
+            r->options.return_embedding = false; /* as scan */
         break;
     case EB_OP_HEALTH:
         if (r->n_inputs)
@@ -1806,7 +1816,7 @@ static void put_input(enc *e, const eb_proto_input *in)
 
 static void put_options(enc *e, const eb_proto_options *o, eb_proto_op op)
 {
-    bool return_default = op != EB_OP_SCAN;
+    bool return_default = op != EB_OP_SCAN && op != EB_OP_STORE;
     bool filters = o->template_name || o->source_type;
     uint32_t n = (o->deadline_ms != 0) + (o->priority != EB_PRIORITY_INTERACTIVE) +
                  (!o->normalize) + (o->return_embedding != return_default) + (o->k != 0) +
@@ -2439,12 +2449,12 @@ bool eb_proto_segment_name_valid(const char *name, size_t len)
 
 const char *eb_proto_op_str(eb_proto_op op)
 {
-    return op >= EB_OP_EMBED_IMAGE && op <= EB_OP_DELETE ? op_names[op] : NULL;
+    return op >= EB_OP_EMBED_IMAGE && op <= EB_OP_LAST ? op_names[op] : NULL;
 }
 
 bool eb_proto_op_from_str(const char *s, size_t len, eb_proto_op *op)
 {
-    for (int i = EB_OP_EMBED_IMAGE; i <= EB_OP_DELETE; i++)
+    for (int i = EB_OP_EMBED_IMAGE; i <= EB_OP_LAST; i++)
         if (s && strlen(op_names[i]) == len && memcmp(op_names[i], s, len) == 0) {
             *op = (eb_proto_op)i;
             return true;

@@ -134,6 +134,9 @@ typedef enum eb_proto_op {
     EB_OP_SCAN = 3,        /* "scan": one image and/or one text input, top-k search */
     EB_OP_HEALTH = 4,      /* "health": no inputs, no model */
     EB_OP_DELETE = 5,      /* "delete": no inputs, options.product_id required */
+    EB_OP_STORE = 6,       /* "store": like scan's inputs, no search; stores a catalogue row
+                              (product_id and template required) and answers once durable */
+    EB_OP_LAST = EB_OP_STORE,
 } eb_proto_op;
 
 typedef enum eb_proto_priority {
