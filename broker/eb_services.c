@@ -29,8 +29,8 @@ struct eb_services {
     eb_spool *spool;
     eb_storepump *pump;
     uint32_t image_dims, text_dims; /* what search uses; 0 = unknown */
-    char dims_note[512];            /* why dims are unknown, or "" */
-    char why[768];                  /* eb_services_search_unavailable's buffer */
+    char dims_note[768];            /* why dims are unknown, or "" */
+    char why[1024];                 /* eb_services_search_unavailable's buffer */
     eb_services_durable_fn durable_fn;
     void *durable_arg;
 };

@@ -30,6 +30,7 @@
 
 #include "eb_clock.h"
 #include "eb_frames.h"
+#include "eb_hash.h"
 #include "eb_log.h"
 #include "eb_proto.h"
 #include "eb_shm_segment.h"
@@ -77,7 +78,28 @@ struct embroker_request {
     struct embroker_request *prev, *next;     /* every live request of the handle */
     struct embroker_request *dnext;           /* done queue */
     char *health_json;                        /* health requests */
+    bool want_embedding;                      /* the request asked for embedding frames */
+    /* scan / store / delete */
+    eb_proto_op op;
+    embroker_match_t *matches;                /* (n_matches,) */
+    size_t n_matches;
+    bool has_search_error;
+    eb_status search_error;
+    const char *search_message;               /* owned via strings */
+    const char *store_id;                     /* owned via strings, NULL when none */
+    bool has_deleted;
+    uint64_t deleted;
 };
+
+/* Everything submit_locked needs besides the inputs: one shape for every op. */
+typedef struct submit_spec {
+    eb_proto_op op;
+    const char *model;      /* embed: required; scan/store: image model or NULL */
+    const char *text_model; /* scan/store: NULL = broker default */
+    eb_proto_options options;
+    bool force_inline;
+    bool client_hash;       /* compute and send each input's content hash */
+} submit_spec;
 
 struct embroker {
     embroker_options_t opt;
@@ -351,6 +373,44 @@ static void drain_monitor(embroker_t *eb)
     }
 }
 
+/* Copy the scan/store/delete fields of a reply into the request (strings into its own
+ * storage: the decoded message is freed after dispatch). false when out of memory. */
+static bool take_scan_fields(embroker_request *r, const eb_proto_reply *rep)
+{
+    if (rep->n_matches) {
+        r->matches = calloc(rep->n_matches, sizeof *r->matches);
+        if (!r->matches)
+            return false;
+        for (uint32_t i = 0; i < rep->n_matches; i++) {
+            const eb_proto_match *m = &rep->matches[i];
+            embroker_match_t *o = &r->matches[i];
+            o->product_id = req_strdup(r, m->product_id);
+            o->template_name = req_strdup(r, m->template_name);
+            o->source_type = req_strdup(r, m->source_type);
+            o->score = m->score;
+            if (!o->product_id || !o->template_name || !o->source_type)
+                return false;
+        }
+        r->n_matches = rep->n_matches;
+    }
+    if (rep->has_search_error) {
+        r->has_search_error = true;
+        r->search_error = rep->search_error.code != EB_OK ? (eb_status)rep->search_error.code
+                                                          : EB_ERR_INTERNAL;
+        r->search_message = req_strdup(r, rep->search_error.message);
+        if (!r->search_message)
+            return false;
+    }
+    if (rep->store_id) {
+        r->store_id = req_strdup(r, rep->store_id);
+        if (!r->store_id)
+            return false;
+    }
+    r->has_deleted = rep->has_deleted;
+    r->deleted = rep->deleted;
+    return true;
+}
+
 static void handle_reply(embroker_t *eb, const eb_frames *frames, const eb_frames_view *view,
                          const eb_proto_reply *rep)
 {
@@ -371,11 +431,19 @@ static void handle_reply(embroker_t *eb, const eb_frames *frames, const eb_frame
     r->timings.infer_us = rep->timings.us[EB_STAGE_INFER];
     r->timings.cache_us = rep->timings.us[EB_STAGE_CACHE];
     r->timings.total_us = rep->timings.us[EB_STAGE_TOTAL];
+    r->timings.search_us = rep->timings.us[EB_STAGE_SEARCH];
+    r->timings.store_enqueue_us = rep->timings.us[EB_STAGE_STORE_ENQUEUE];
     r->timings.client_total_us = eb_now_us() - r->submit_us;
     if (rep->health && rep->health_len) {
         char *json = NULL;
         if (eb_proto_msgpack_to_json(rep->health, rep->health_len, &json) == EB_OK)
             r->health_json = json;
+    }
+    if (!take_scan_fields(r, rep)) {
+        r->status = EB_ERR_NOMEM;
+        r->done = true;
+        done_queue_push(eb, r);
+        return;
     }
     r->results = calloc(r->n ? r->n : 1, sizeof *r->results);
     size_t total_floats = 0;
@@ -431,6 +499,8 @@ static void handle_reply(embroker_t *eb, const eb_frames *frames, const eb_frame
                 o->status = EB_ERR_PROTOCOL;
                 o->message = "embedding frame size does not match dims";
             }
+        } else if (in->status == EB_OK && in->dims > 0 && !r->want_embedding) {
+            o->dims = in->dims; /* embeddings not asked for (scan/store default) */
         } else if (in->status == EB_OK && in->dims > 0) {
             o->status = EB_ERR_PROTOCOL;
             o->message = "reply carries no embedding frame for this input";
@@ -747,6 +817,10 @@ eb_status embroker_connect(const embroker_options_t *opt_in, embroker_t **out, c
             }
         }
     }
+    /* The first digest of a process costs about 1 ms (OpenSSL fetches and initialises it): pay
+     * it here, not inside the first scan's latency. */
+    uint8_t warm[EB_HASH_LEN];
+    eb_content_hash("image", 0, 0, "", "", 0, warm);
     if (pthread_create(&eb->hb_thread, NULL, heartbeat_main, eb) == 0)
         eb->hb_started = true;
     *out = eb;
@@ -852,6 +926,7 @@ static void request_free_memory(embroker_request *r)
     free(r->strings);
     free(r->refs);
     free(r->health_json);
+    free(r->matches);
     free(r);
 }
 
@@ -881,13 +956,49 @@ static eb_status shm_alloc(embroker_t *eb, size_t len, eb_shm_ref *ref, void **d
     }
 }
 
-static eb_status submit_locked(embroker_t *eb, const char *model, const embroker_input_t *inputs,
-                               size_t n, const embroker_request_options_t *ropt, eb_proto_op op,
-                               embroker_request_t **out, char *err, size_t err_len)
+/* The content hash a worker will compute for this input (eb_worker.c: eb_content_opts of the
+ * item's normalize/output_dim/instruction, kind name, pixel size for raw_rgb8 only). */
+static eb_status client_content_hash(const embroker_input_t *in, const eb_proto_options *o,
+                                     uint8_t out[EB_HASH_LEN])
+{
+    char opts[EB_HASH_OPTS_MAX];
+    eb_content_opts(o->normalize, o->output_dim, o->instruction,
+                    o->instruction ? strlen(o->instruction) : 0, opts, sizeof opts);
+    const char *kind = eb_proto_input_kind_str((eb_proto_input_kind)in->kind);
+    if (!kind)
+        return EB_ERR_INVALID;
+    bool raw = in->kind == EMBROKER_INPUT_RAW_RGB8;
+    return eb_content_hash(kind, raw ? in->width : 0, raw ? in->height : 0, opts,
+                           in->len ? in->bytes : "", in->len, out);
+}
+
+static submit_spec spec_from_request_options(eb_proto_op op, const char *model,
+                                             const embroker_request_options_t *ropt)
 {
     static const embroker_request_options_t no_opts;
     if (!ropt)
         ropt = &no_opts;
+    submit_spec sp;
+    memset(&sp, 0, sizeof sp);
+    eb_proto_msg m; /* for the protocol's option defaults */
+    eb_proto_msg_init(&m, EB_MSG_C_REQUEST);
+    sp.options = m.u.request.options;
+    sp.op = op;
+    sp.model = model;
+    sp.options.deadline_ms = ropt->deadline_ms;
+    sp.options.priority = ropt->bulk ? EB_PRIORITY_BULK : EB_PRIORITY_INTERACTIVE;
+    sp.options.normalize = !ropt->no_normalize;
+    sp.options.output_dim = ropt->output_dim;
+    sp.options.instruction = ropt->instruction;
+    sp.force_inline = ropt->force_inline;
+    sp.client_hash = ropt->send_hash;
+    return sp;
+}
+
+static eb_status submit_locked(embroker_t *eb, const embroker_input_t *inputs, size_t n,
+                               const submit_spec *spec, embroker_request_t **out, char *err,
+                               size_t err_len)
+{
     drain(eb);
     housekeeping(eb);
     if ((eb->reg == REG_WAIT_CHALLENGE || eb->reg == REG_WAIT_REGISTERED ||
@@ -917,12 +1028,24 @@ static eb_status submit_locked(embroker_t *eb, const char *model, const embroker
     r->id = eb->next_id++;
     r->owner = eb;
     r->status = EB_ERR_TIMEOUT;
-    bool want_shm = eb->reg == REG_OK && !ropt->force_inline;
+    r->op = spec->op;
+    r->want_embedding = spec->options.return_embedding;
+    bool want_shm = eb->reg == REG_OK && !spec->force_inline;
+    int64_t hash_us = 0;
     eb_status st = EB_OK;
     for (size_t i = 0; i < n; i++) {
         const embroker_input_t *in = &inputs[i];
         eb_proto_input *p = &pin[i];
         p->kind = (eb_proto_input_kind)in->kind;
+        if (spec->client_hash &&
+            (in->kind == EMBROKER_INPUT_TEXT || in->kind == EMBROKER_INPUT_IMAGE ||
+             in->kind == EMBROKER_INPUT_RAW_RGB8) &&
+            (in->bytes || in->len == 0)) {
+            int64_t h0 = eb_now_us();
+            if (client_content_hash(in, &spec->options, p->hash) == EB_OK)
+                p->has_hash = true; /* a failure only costs the cache lookup */
+            hash_us += eb_now_us() - h0;
+        }
         if (in->kind == EMBROKER_INPUT_TEXT) {
             if (in->len > eb->limits.max_text_bytes ||
                 !eb_proto_utf8_valid(in->bytes, in->len) ||
@@ -1020,16 +1143,13 @@ static eb_status submit_locked(embroker_t *eb, const char *model, const embroker
     eb_proto_msg m;
     eb_proto_msg_init(&m, EB_MSG_C_REQUEST);
     m.u.request.id = r->id;
-    m.u.request.op = op;
-    m.u.request.model = model;
+    m.u.request.op = spec->op;
+    m.u.request.model = spec->model;
+    m.u.request.text_model = spec->text_model;
     m.u.request.n_inputs = (uint32_t)n;
     m.u.request.inputs = pin;
-    m.u.request.options.deadline_ms = ropt->deadline_ms;
-    m.u.request.options.priority = ropt->bulk ? EB_PRIORITY_BULK : EB_PRIORITY_INTERACTIVE;
-    m.u.request.options.normalize = !ropt->no_normalize;
-    m.u.request.options.output_dim = ropt->output_dim;
-    m.u.request.options.instruction = ropt->instruction;
-    r->submit_us = eb_now_us();
+    m.u.request.options = spec->options;
+    r->submit_us = eb_now_us() - hash_us; /* client_total includes the hashing */
     st = send_msg(eb, &m, frames, n_frames, err, err_len);
     if (st != EB_OK)
         goto fail;
@@ -1037,7 +1157,8 @@ static eb_status submit_locked(embroker_t *eb, const char *model, const embroker
         zmq_msg_close(&frames[i]);
     free(frames);
     free(pin);
-    r->timings = (embroker_timings_t){-1, -1, -1, -1, -1, -1, -1, -1, -1};
+    r->timings = (embroker_timings_t){-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+    r->timings.client_hash_us = spec->client_hash && n ? hash_us : -1;
     pending_insert(eb, r);
     r->next = eb->all;
     if (eb->all)
@@ -1082,9 +1203,10 @@ eb_status embroker_submit(embroker_t *eb, const char *model, const embroker_inpu
                      "send them as separate requests", i);
             return EB_ERR_INVALID;
         }
+    submit_spec spec =
+        spec_from_request_options(text ? EB_OP_EMBED_TEXT : EB_OP_EMBED_IMAGE, model, ropt);
     pthread_mutex_lock(&eb->mu);
-    eb_status st = submit_locked(eb, model, inputs, n_inputs, ropt,
-                                 text ? EB_OP_EMBED_TEXT : EB_OP_EMBED_IMAGE, out, err, err_len);
+    eb_status st = submit_locked(eb, inputs, n_inputs, &spec, out, err, err_len);
     pthread_mutex_unlock(&eb->mu);
     return st;
 }
@@ -1400,6 +1522,259 @@ eb_status embroker_embed_text(embroker_t *eb, const char *model, const char *tex
     return embroker_embed_texts(eb, model, &text, 1, NULL, out);
 }
 
+/* ---- scan, store, delete --------------------------------------------------------------------- */
+
+void embroker_scan_options_default(embroker_scan_options_t *opt)
+{
+    memset(opt, 0, sizeof *opt);
+    opt->image_weight = -1;
+    opt->text_weight = -1;
+}
+
+static bool optional_name_ok(const char *name)
+{
+    return !name || eb_proto_model_name_valid(name, strlen(name));
+}
+
+static bool id_ok(const char *s)
+{
+    return s && *s && strlen(s) <= EB_PROTO_ID_MAX && eb_proto_utf8_valid(s, strlen(s));
+}
+
+/* Shared by scan and store: check, build the spec and submit. */
+static eb_status submit_scan_like(embroker_t *eb, eb_proto_op op, const embroker_input_t *image,
+                                  const char *text, const embroker_scan_options_t *opt_in,
+                                  embroker_request_t **out, char *err, size_t err_len)
+{
+    char tmp[256];
+    if (!err) {
+        err = tmp;
+        err_len = sizeof tmp;
+    }
+    if (out)
+        *out = NULL;
+    embroker_scan_options_t defaults;
+    if (!opt_in) {
+        embroker_scan_options_default(&defaults);
+        opt_in = &defaults;
+    }
+    const char *what = eb_proto_op_str(op);
+    if (!eb || !out) {
+        snprintf(err, err_len, "invalid %s: need a handle and an output request pointer", what);
+        return EB_ERR_INVALID;
+    }
+    if (!image && !text) {
+        snprintf(err, err_len, "invalid %s: give an image, a text or both", what);
+        return EB_ERR_INVALID;
+    }
+    if (image && image->kind != EMBROKER_INPUT_IMAGE && image->kind != EMBROKER_INPUT_RAW_RGB8) {
+        snprintf(err, err_len, "invalid %s: the image input has kind %d; use "
+                 "EMBROKER_INPUT_IMAGE or EMBROKER_INPUT_RAW_RGB8 (pass texts as `text`)", what,
+                 (int)image->kind);
+        return EB_ERR_INVALID;
+    }
+    if (!optional_name_ok(opt_in->image_model) || !optional_name_ok(opt_in->text_model)) {
+        snprintf(err, err_len, "invalid %s: model names are [a-z0-9._-]{1,64} (got \"%s\" / "
+                 "\"%s\")", what, opt_in->image_model ? opt_in->image_model : "",
+                 opt_in->text_model ? opt_in->text_model : "");
+        return EB_ERR_INVALID;
+    }
+    bool stores = op == EB_OP_STORE || opt_in->store;
+    if (stores && !id_ok(opt_in->product_id)) {
+        snprintf(err, err_len, "invalid %s: storing needs a product_id (non-empty UTF-8, at most "
+                 "%d bytes)", what, EB_PROTO_ID_MAX);
+        return EB_ERR_INVALID;
+    }
+    if (op == EB_OP_STORE && !id_ok(opt_in->template_name)) {
+        snprintf(err, err_len, "invalid store of product \"%s\": a template (BusinessTemplate) is "
+                 "required", opt_in->product_id);
+        return EB_ERR_INVALID;
+    }
+    if ((opt_in->template_name && !id_ok(opt_in->template_name)) ||
+        (opt_in->source_type && !id_ok(opt_in->source_type))) {
+        snprintf(err, err_len, "invalid %s: template and source_type must be non-empty UTF-8 of "
+                 "at most %d bytes", what, EB_PROTO_ID_MAX);
+        return EB_ERR_INVALID;
+    }
+    if (op == EB_OP_SCAN && opt_in->k > eb->limits.max_k) {
+        snprintf(err, err_len, "invalid scan: k %u exceeds max_k %u", opt_in->k, eb->limits.max_k);
+        return EB_ERR_INVALID;
+    }
+    if (opt_in->image_weight > 1000 || opt_in->text_weight > 1000) {
+        snprintf(err, err_len, "invalid %s: weights are in [0, 1000] (negative = broker "
+                 "default)", what);
+        return EB_ERR_INVALID;
+    }
+
+    submit_spec spec;
+    memset(&spec, 0, sizeof spec);
+    eb_proto_msg m;
+    eb_proto_msg_init(&m, EB_MSG_C_REQUEST);
+    spec.options = m.u.request.options;
+    spec.op = op;
+    spec.model = opt_in->image_model;
+    spec.text_model = opt_in->text_model;
+    spec.client_hash = !opt_in->no_client_hash;
+    eb_proto_options *o = &spec.options;
+    o->deadline_ms = opt_in->deadline_ms;
+    o->priority = opt_in->bulk ? EB_PRIORITY_BULK : EB_PRIORITY_INTERACTIVE;
+    o->return_embedding = opt_in->return_embedding;
+    o->k = op == EB_OP_SCAN ? opt_in->k : 0;
+    o->template_name = opt_in->template_name;
+    o->source_type = opt_in->source_type;
+    o->store = op == EB_OP_SCAN && opt_in->store;
+    o->product_id = stores ? opt_in->product_id : NULL;
+    o->image_weight = opt_in->image_weight < 0 ? -1 : opt_in->image_weight;
+    o->text_weight = opt_in->text_weight < 0 ? -1 : opt_in->text_weight;
+
+    embroker_input_t in[2];
+    size_t n = 0;
+    if (image)
+        in[n++] = *image;
+    if (text)
+        in[n++] = (embroker_input_t){.kind = EMBROKER_INPUT_TEXT, .bytes = text,
+                                     .len = strlen(text)};
+    pthread_mutex_lock(&eb->mu);
+    eb_status st = submit_locked(eb, in, n, &spec, out, err, err_len);
+    pthread_mutex_unlock(&eb->mu);
+    return st;
+}
+
+eb_status embroker_submit_scan(embroker_t *eb, const embroker_input_t *image, const char *text,
+                               const embroker_scan_options_t *opt, embroker_request_t **out,
+                               char *err, size_t err_len)
+{
+    return submit_scan_like(eb, EB_OP_SCAN, image, text, opt, out, err, err_len);
+}
+
+eb_status embroker_submit_store(embroker_t *eb, const embroker_input_t *image, const char *text,
+                                const embroker_scan_options_t *opt, embroker_request_t **out,
+                                char *err, size_t err_len)
+{
+    return submit_scan_like(eb, EB_OP_STORE, image, text, opt, out, err, err_len);
+}
+
+static eb_status blocking_scan_like(embroker_t *eb, eb_proto_op op, const embroker_input_t *image,
+                                    const char *text, const embroker_scan_options_t *opt,
+                                    embroker_request_t **out)
+{
+    if (!out)
+        return EB_ERR_INVALID;
+    *out = NULL;
+    if (!eb)
+        return EB_ERR_INVALID;
+    char err[512];
+    embroker_request *r = NULL;
+    eb_status st = submit_scan_like(eb, op, image, text, opt, &r, err, sizeof err);
+    if (st != EB_OK)
+        eb_log_warn("client_submit_failed", "op=%s status=%s reason=\"%s\"", eb_proto_op_str(op),
+                    eb_status_str(st), err);
+    return finish_blocking(eb, r, st, err, out);
+}
+
+eb_status embroker_scan(embroker_t *eb, const embroker_input_t *image, const char *text,
+                        const embroker_scan_options_t *opt, embroker_request_t **out)
+{
+    return blocking_scan_like(eb, EB_OP_SCAN, image, text, opt, out);
+}
+
+eb_status embroker_store(embroker_t *eb, const embroker_input_t *image, const char *text,
+                         const embroker_scan_options_t *opt, embroker_request_t **out)
+{
+    return blocking_scan_like(eb, EB_OP_STORE, image, text, opt, out);
+}
+
+eb_status embroker_delete(embroker_t *eb, const char *product_id, const char *template_name,
+                          uint64_t *deleted, char *err, size_t err_len)
+{
+    char tmp[256];
+    if (!err) {
+        err = tmp;
+        err_len = sizeof tmp;
+    }
+    if (deleted)
+        *deleted = 0;
+    if (!eb || !id_ok(product_id) || (template_name && !id_ok(template_name))) {
+        snprintf(err, err_len, "invalid delete: need a handle and a product_id (and optionally a "
+                 "template), non-empty UTF-8 of at most %d bytes", EB_PROTO_ID_MAX);
+        return EB_ERR_INVALID;
+    }
+    submit_spec spec = spec_from_request_options(EB_OP_DELETE, NULL, NULL);
+    spec.options.product_id = product_id;
+    spec.options.template_name = template_name;
+    pthread_mutex_lock(&eb->mu);
+    embroker_request *r = NULL;
+    eb_status st = submit_locked(eb, NULL, 0, &spec, &r, err, err_len);
+    pthread_mutex_unlock(&eb->mu);
+    if (st != EB_OK)
+        return st;
+    st = finish_blocking(eb, r, st, err, &r);
+    if (st == EB_OK) {
+        if (r->has_deleted) {
+            if (deleted)
+                *deleted = r->deleted;
+        } else {
+            snprintf(err, err_len, "the broker's delete reply carried no \"deleted\" count");
+            st = EB_ERR_PROTOCOL;
+        }
+    } else {
+        snprintf(err, err_len, "delete of product \"%s\" failed: %s: %s", product_id,
+                 eb_status_str(st), embroker_request_error(r));
+    }
+    embroker_request_free(&r);
+    return st;
+}
+
+const embroker_match_t *embroker_request_matches(const embroker_request_t *req, size_t *n)
+{
+    if (n)
+        *n = 0;
+    if (!req || !req->done || !req->n_matches)
+        return NULL;
+    if (n)
+        *n = req->n_matches;
+    return req->matches;
+}
+
+eb_status embroker_request_search_error(const embroker_request_t *req, const char **message)
+{
+    if (message)
+        *message = "";
+    if (!req)
+        return EB_ERR_INVALID;
+    if (!req->done)
+        return EB_ERR_TIMEOUT;
+    if (req->op != EB_OP_SCAN)
+        return EB_ERR_INVALID;
+    if (req->has_search_error) {
+        if (message)
+            *message = req->search_message ? req->search_message : "";
+        return req->search_error;
+    }
+    if (req->status != EB_OK) {
+        if (message)
+            *message = req->error ? req->error : "";
+        return req->status;
+    }
+    return EB_OK;
+}
+
+const char *embroker_request_store_id(const embroker_request_t *req)
+{
+    return req && req->done ? req->store_id : NULL;
+}
+
+bool embroker_request_deleted(const embroker_request_t *req, uint64_t *n)
+{
+    if (n)
+        *n = 0;
+    if (!req || !req->done || !req->has_deleted)
+        return false;
+    if (n)
+        *n = req->deleted;
+    return true;
+}
+
 eb_status embroker_health(embroker_t *eb, char **json, char *err, size_t err_len)
 {
     char tmp[256];
@@ -1410,9 +1785,10 @@ eb_status embroker_health(embroker_t *eb, char **json, char *err, size_t err_len
     if (!eb || !json)
         return EB_ERR_INVALID;
     *json = NULL;
+    submit_spec spec = spec_from_request_options(EB_OP_HEALTH, NULL, NULL);
     pthread_mutex_lock(&eb->mu);
     embroker_request *r = NULL;
-    eb_status st = submit_locked(eb, NULL, NULL, 0, NULL, EB_OP_HEALTH, &r, err, err_len);
+    eb_status st = submit_locked(eb, NULL, 0, &spec, &r, err, err_len);
     pthread_mutex_unlock(&eb->mu);
     if (st != EB_OK)
         return st;

@@ -118,6 +118,9 @@ typedef struct embroker_request_options {
     uint32_t output_dim;       /* truncate embeddings to this many dims (0 = full) */
     const char *instruction;   /* text models: instruction prefix, or NULL */
     bool force_inline;         /* send this request's bytes inline even when shm is available */
+    bool send_hash;            /* compute each input's content hash here and send it, so the
+                                  broker can answer from its cache without a worker (costs about
+                                  0.8 ms per MB of input; default off for embed requests) */
 } embroker_request_options_t;
 
 /* Timings in microseconds; -1 when the stage did not run. */
@@ -125,7 +128,41 @@ typedef struct embroker_timings {
     int64_t queue_us, copy_us, hash_us, decode_us, preprocess_us, infer_us, cache_us;
     int64_t total_us;          /* as measured by the broker */
     int64_t client_total_us;   /* submit to reply, measured by this library */
+    int64_t search_us;         /* scan: the pgvector search */
+    int64_t store_enqueue_us;  /* scan with store, store: spooling the row */
+    int64_t client_hash_us;    /* hashing the inputs in this library before sending */
 } embroker_timings_t;
+
+/* Options of scan and store requests (embroker_submit_scan / embroker_submit_store). Fill with
+ * embroker_scan_options_default, then set what you need. Strings are only read during submit. */
+typedef struct embroker_scan_options {
+    uint32_t k;                   /* scan: number of matches, 1..max_k (0 = broker default 10) */
+    const char *template_name;    /* scan: BusinessTemplate to search (the broker requires
+                                     it); store: the product's template (required) */
+    const char *source_type;      /* scan: SourceType filter (NULL = none); store: the row's
+                                     SourceType (NULL = "catalogue"); scan with store: the
+                                     stored row's SourceType (NULL = broker default "scan") */
+    bool store;                   /* scan: also store the scan's embedding (asynchronously: the
+                                     reply never waits for it; embroker_request_store_id) */
+    const char *product_id;       /* store (required) and scan with store */
+    double image_weight, text_weight; /* < 0 = broker default; set by
+                                         embroker_scan_options_default */
+    bool return_embedding;        /* put the embeddings in the results (default false) */
+    const char *image_model, *text_model; /* NULL = broker defaults */
+    uint32_t deadline_ms;         /* relative deadline; 0 = broker default */
+    bool bulk;                    /* bulk priority class (backfills) instead of interactive */
+    bool no_client_hash;          /* do not hash the inputs here (by default scan/store send the
+                                     content hash so a repeated scan is a cache hit without a
+                                     worker) */
+} embroker_scan_options_t;
+
+/* One scan match. Strings owned by the request. */
+typedef struct embroker_match {
+    const char *product_id;
+    double score;                 /* inner product of the combined vectors: higher is closer */
+    const char *template_name;    /* "" when the broker did not say */
+    const char *source_type;      /* "" when the broker did not say */
+} embroker_match_t;
 
 /* One input's result. */
 typedef struct embroker_result {
@@ -242,6 +279,62 @@ eb_status embroker_embed_text(embroker_t *eb, const char *model, const char *tex
 eb_status embroker_embed(embroker_t *eb, const char *model, const embroker_input_t *inputs,
                          size_t n, const embroker_request_options_t *ropt,
                          embroker_request_t **out);
+
+/* ---- scan, store, delete ---------------------------------------------------------------- */
+
+/* k 0, no filters, no store, weights -1 (broker defaults), return_embedding false, default
+ * models, deadline 0, interactive, client hashing on. */
+void embroker_scan_options_default(embroker_scan_options_t *opt);
+
+/* Submit a scan: embed `image` (IMAGE or RAW_RGB8; NULL for a text-only scan) and/or `text`
+ * (UTF-8, NUL-terminated; NULL for an image-only scan), combine them and search the catalogue
+ * for the top k matches. `opt` NULL = defaults. Asynchronous like embroker_submit (image bytes
+ * travel through shared memory when the handle has it; they are copied before return); wait
+ * with embroker_wait / embroker_poll and read embroker_request_matches. Results are in input
+ * order: the image's first, then the text's. Unless opt->no_client_hash, each input's content
+ * hash is computed here and sent. On failure nothing was sent, *out is NULL and err (may be
+ * NULL) says why: EB_ERR_INVALID for no input, a bad image kind, invalid UTF-8, a bad model
+ * name or store without product_id. */
+eb_status embroker_submit_scan(embroker_t *eb, const embroker_input_t *image, const char *text,
+                               const embroker_scan_options_t *opt, embroker_request_t **out,
+                               char *err, size_t err_len);
+
+/* Submit a store: embed like a scan (no search) and upsert the catalogue row of
+ * opt->product_id (required) with template opt->template_name (required) and SourceType
+ * opt->source_type (NULL = "catalogue"). The broker replies once the row is durable in its
+ * spool (embroker_request_store_id); the database write follows. Errors as for scan. */
+eb_status embroker_submit_store(embroker_t *eb, const embroker_input_t *image, const char *text,
+                                const embroker_scan_options_t *opt, embroker_request_t **out,
+                                char *err, size_t err_len);
+
+/* Blocking forms: submit, then wait up to the handle's timeout_ms. Return value and *out as for
+ * the blocking helpers above (on a submit failure *out is NULL and the reason is logged). */
+eb_status embroker_scan(embroker_t *eb, const embroker_input_t *image, const char *text,
+                        const embroker_scan_options_t *opt, embroker_request_t **out);
+eb_status embroker_store(embroker_t *eb, const embroker_input_t *image, const char *text,
+                         const embroker_scan_options_t *opt, embroker_request_t **out);
+
+/* Delete the catalogue rows of `product_id` (only those of `template_name` when not NULL: the
+ * protocol allows it, the current broker answers EB_ERR_UNSUPPORTED, so pass NULL); blocking. EB_OK with *deleted (may be NULL) = rows removed (0 when there were none), else the
+ * error with a reason in err (may be NULL). */
+eb_status embroker_delete(embroker_t *eb, const char *product_id, const char *template_name,
+                          uint64_t *deleted, char *err, size_t err_len);
+
+/* Scan matches of a finished request, best first; *n (may be NULL) = how many. NULL with *n 0
+ * when there are none (pending, not a scan, search failed). Owned by req. */
+const embroker_match_t *embroker_request_matches(const embroker_request_t *req, size_t *n);
+
+/* EB_OK when the scan's search ran (even with no match); otherwise why the broker answered
+ * without searching (e.g. EB_ERR_UNAVAILABLE: PostgreSQL unreachable; the embedding is still
+ * in the results), with the broker's message in *message (may be NULL; owned by req, "" when
+ * none). A request that is not a finished scan returns EB_ERR_INVALID. */
+eb_status embroker_request_search_error(const embroker_request_t *req, const char **message);
+
+/* The store id the broker assigned (store, scan with store), or NULL. Owned by req. */
+const char *embroker_request_store_id(const embroker_request_t *req);
+
+/* True when the reply carried a delete count, with it in *n (may be NULL). */
+bool embroker_request_deleted(const embroker_request_t *req, uint64_t *n);
 
 /* The broker's health report as a JSON string (malloc'ed; caller frees) in *json. Errors as
  * above with the reason in err. */
