@@ -794,6 +794,70 @@ static void test_postgres_killed_during_stores(void **state)
     zmq_close(c);
 }
 
+/* Backfill killed halfway (SIGKILL, no chance to tidy up) and run again with the same
+ * checkpoint: every product ends up in the table exactly once. */
+static void test_backfill_killed_and_resumed(void **state)
+{
+    (void)state;
+    enum { ROWS = 1500 };
+    char input[600], checkpoint[600], log[600], cli[1024];
+    snprintf(input, sizeof input, "%s/products.jsonl", tmp);
+    snprintf(checkpoint, sizeof checkpoint, "%s/products.checkpoint", tmp);
+    snprintf(log, sizeof log, "%s/backfill.log", tmp);
+    bin_path(cli, sizeof cli, "embroker");
+    FILE *f = fopen(input, "w");
+    assert_non_null(f);
+    for (int i = 0; i < ROWS; i++)
+        fprintf(f, "{\"product_id\": \"bf-%05d\", \"template\": \"bf\", \"text\": "
+                "\"backfill product %d\"}\n", i, i);
+    fclose(f);
+    char *argv[] = {cli, "--run-dir", run_dir, "backfill", "--input", input, "--checkpoint",
+                    checkpoint, "--batch", "64", "--quiet", NULL};
+    int pid = eb_test_spawn(argv, log);
+    assert_true(pid > 0);
+    /* Kill it once some rows are stored and others are not. */
+    long stored = 0;
+    for (int i = 0; i < 600; i++) {
+        usleep(20000);
+        stored = db_long("SELECT count(*) FROM \"ProductEmbeddings\" WHERE "
+                         "\"BusinessTemplate\" = 'bf'");
+        if (stored >= ROWS / 4)
+            break;
+    }
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    assert_true(WIFSIGNALED(status));
+    assert_true(stored > 0);
+    void *c = client_open();
+    wait_stored(c);
+    long at_kill = db_long("SELECT count(*) FROM \"ProductEmbeddings\" WHERE "
+                           "\"BusinessTemplate\" = 'bf'");
+    assert_true(at_kill < ROWS);
+    pid = eb_test_spawn(argv, log);
+    assert_true(pid > 0);
+    waitpid(pid, &status, 0);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    wait_stored(c);
+    assert_int_equal(db_long("SELECT count(*) FROM \"ProductEmbeddings\" WHERE "
+                             "\"BusinessTemplate\" = 'bf'"),
+                     ROWS);
+    assert_int_equal(db_long("SELECT count(DISTINCT \"ProductId\") FROM \"ProductEmbeddings\" "
+                             "WHERE \"BusinessTemplate\" = 'bf'"),
+                     ROWS);
+    /* A row stored by the backfill is found by a text scan. */
+    const char *text = "backfill product 1234";
+    input_spec in = {.text = true, .bytes = text, .len = strlen(text)};
+    eb_proto_options o = scan_opts("bf", 1);
+    reply r;
+    request(c, EB_OP_SCAN, &in, 1, &o, &r);
+    assert_int_equal(r.msg.u.reply.status, 0);
+    assert_string_equal(r.msg.u.reply.matches[0].product_id, "bf-01234");
+    reply_free(&r);
+    zmq_close(c);
+}
+
 int main(void)
 {
     base_url = getenv("EMBROKER_PG_URL");
@@ -812,6 +876,7 @@ int main(void)
         cmocka_unit_test(test_delete),
         cmocka_unit_test(test_redis_down),
         cmocka_unit_test(test_postgres_killed_during_stores),
+        cmocka_unit_test(test_backfill_killed_and_resumed),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
