@@ -1253,9 +1253,20 @@ static bool send_batch(eb_broker *b, eb_broker_worker *w, eb_broker_model *m)
         return false;
     int64_t now = eb_now_us();
     uint32_t n = 0, n_frames = 0;
+    /* Bulk work goes only to a worker with few batches in flight: a worker runs its batches in
+     * order, so bulk items queued inside it would delay every interactive item behind them by
+     * whole forwards (seconds on a CPU), where the broker's queues let interactive items
+     * overtake. */
+    uint32_t batches_inflight = 0;
+    for (const eb_batch *x = w->batches; x; x = x->next)
+        batches_inflight++;
+    bool bulk_ok = batches_inflight < b->opt.bulk_inflight_batches;
     while (n < limit) {
         eb_queue *q = eb_queue_count(&m->queue[EB_PRIORITY_INTERACTIVE]) ? &m->queue[0]
-                                                                          : &m->queue[1];
+                      : bulk_ok                                            ? &m->queue[1]
+                                                                           : NULL;
+        if (!q)
+            break;
         eb_item *it = eb_queue_pop(q);
         if (!it)
             break;
@@ -2178,6 +2189,9 @@ static void handle_worker_reply(eb_broker *b, eb_broker_worker *w, const eb_prot
         item_lost(b, it, eb_broker_worker_id(w), "reply omitted the item");
         request_maybe_free(b, r);
     }
+    /* One batch fewer in flight: bulk work held back for it may go now (bulk_inflight_batches);
+     * the worker's CREDIT may have arrived before this reply. */
+    mark_dirty(b, batch->model);
     batch_release(b, batch);
 }
 
@@ -2478,6 +2492,9 @@ eb_status eb_broker_options_load(const eb_config *cfg, eb_broker_options *o, cha
     if ((st = get_int(cfg, "queue_limit", 1024, 1, 1 << 24, &v, err, err_len)))
         return st;
     o->queue_limit = (uint32_t)v;
+    if ((st = get_int(cfg, "bulk_inflight_batches", 1, 1, 1024, &v, err, err_len)))
+        return st;
+    o->bulk_inflight_batches = (uint32_t)v;
     if ((st = eb_proto_limits_from_config(cfg, &o->limits, err, err_len)))
         return st;
     if (o->limits.max_batch_items > 65535) {

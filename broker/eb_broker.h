@@ -49,6 +49,10 @@ typedef struct eb_broker_options {
     int64_t shutdown_grace_ms;     /* shutdown_grace_ms: 5000 */
     int64_t unknown_model_wait_ms; /* unknown_model_wait_ms: 10000 (see docs/operations.md) */
     uint32_t queue_limit;          /* queue_limit: items per model and class, 1024 */
+    uint32_t bulk_inflight_batches; /* bulk_inflight_batches: a worker gets bulk items only
+                                       while it has fewer batches in flight than this (1), so
+                                       an interactive request never queues behind more than
+                                       one bulk forward inside a worker */
     uint32_t max_models;           /* max_models of the protocol limits */
     eb_proto_limits limits;        /* max_* keys (eb_proto_limits_from_config) */
     /* quick scan (docs/search.md) */

@@ -1,8 +1,9 @@
 /* eb_model_identity — the test-only "identity" model: an embedding that is a pure function of the
  * exact input bytes (SHA-256 expanded to `dims` floats), so end-to-end tests can check that the
  * bytes a client sent are the bytes the worker saw, whichever path (shared memory or inline) they
- * took. It does no decoding and no preprocessing; its cost is one SHA-256 pass plus an optional
- * per-item sleep that lets tests hold a batch in flight. */
+ * took. It does no decoding and no preprocessing; its cost is one SHA-256 pass plus two optional
+ * sleeps: one per item (tests hold a batch in flight) and one per forward (a stand-in for a GPU,
+ * whose forward costs about the same whatever the batch size, so batching can be measured). */
 #include "eb_model_identity.h"
 
 #include <stdatomic.h>
@@ -20,20 +21,25 @@ typedef struct identity_state {
     uint32_t dims;
     uint32_t max_batch;
     int64_t delay_ms;
+    int64_t forward_delay_ms;
     int64_t corrupt_after; /* test-only: after this many items, outputs drift (-1 = never) */
     FILE *log;
+    FILE *forward_log;
     atomic_uint_fast64_t processed;
 } identity_state;
 
 static eb_status identity_load_kind(const eb_config *cfg, void **state, char *err, size_t err_len,
                                     const char *name, eb_proto_input_kind input)
 {
-    int64_t dims = 64, max_batch = 32, delay_ms = 0;
+    int64_t dims = 64, max_batch = 32, delay_ms = 0, forward_delay_ms = 0;
     eb_status st = eb_config_get_int(cfg, "identity_dims", 64, 1, 65536, &dims, err, err_len);
     if (st == EB_OK)
         st = eb_config_get_int(cfg, "identity_max_batch", 32, 1, 4096, &max_batch, err, err_len);
     if (st == EB_OK)
         st = eb_config_get_int(cfg, "identity_delay_ms", 0, 0, 3600000, &delay_ms, err, err_len);
+    if (st == EB_OK)
+        st = eb_config_get_int(cfg, "identity_forward_delay_ms", 0, 0, 3600000, &forward_delay_ms,
+                               err, err_len);
     int64_t corrupt_after = -1;
     if (st == EB_OK)
         st = eb_config_get_int(cfg, "identity_corrupt_after", -1, -1, INT64_MAX, &corrupt_after,
@@ -50,6 +56,7 @@ static eb_status identity_load_kind(const eb_config *cfg, void **state, char *er
     s->dims = (uint32_t)dims;
     s->max_batch = (uint32_t)max_batch;
     s->delay_ms = delay_ms;
+    s->forward_delay_ms = forward_delay_ms;
     s->corrupt_after = corrupt_after;
     const char *log_path = eb_config_get(cfg, "identity_log_file", NULL);
     if (log_path && *log_path) {
@@ -61,6 +68,18 @@ static eb_status identity_load_kind(const eb_config *cfg, void **state, char *er
             return EB_ERR_IO;
         }
         setvbuf(s->log, NULL, _IOLBF, 0);
+    }
+    const char *forward_log_path = eb_config_get(cfg, "identity_forward_log_file", NULL);
+    if (forward_log_path && *forward_log_path) {
+        s->forward_log = fopen(forward_log_path, "a");
+        if (!s->forward_log) {
+            snprintf(err, err_len, "cannot open identity_forward_log_file \"%s\" for appending: "
+                     "%m", forward_log_path);
+            if (s->log)
+                fclose(s->log);
+            free(s);
+            return EB_ERR_IO;
+        }
     }
     atomic_init(&s->processed, 0);
     *state = s;
@@ -91,12 +110,37 @@ static void identity_describe(const void *state, eb_model_info *info)
     info->device = "identity (test model)";
 }
 
+/* One line for this forward: its item count, then each item's hex SHA-256, written with a
+ * single fputs so that a reader never sees half a line. */
+static void log_forward(FILE *f, const eb_model_input *in, size_t n)
+{
+    size_t cap = 24 + n * (2 * EB_HASH_LEN + 1) + 2;
+    char *line = malloc(cap);
+    if (!line)
+        return;
+    size_t len = (size_t)snprintf(line, cap, "%zu", n);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t digest[EB_HASH_LEN];
+        eb_sha256(in[i].bytes, in[i].len, digest);
+        line[len++] = ' ';
+        eb_hex(digest, EB_HASH_LEN, line + len);
+        len += 2 * EB_HASH_LEN;
+    }
+    line[len++] = '\n';
+    line[len] = '\0';
+    fputs(line, f);
+    fflush(f);
+    free(line);
+}
+
 static eb_status identity_run_batch(void *state, const eb_model_input *in, eb_model_output *out,
                                     size_t n, char *err, size_t err_len)
 {
     identity_state *s = state;
     (void)err, (void)err_len;
     int64_t t0 = eb_now_us();
+    if (s->forward_delay_ms > 0)
+        eb_sleep_us(s->forward_delay_ms * 1000);
     for (size_t i = 0; i < n; i++) {
         if (s->delay_ms > 0)
             eb_sleep_us(s->delay_ms * 1000);
@@ -129,6 +173,8 @@ static eb_status identity_run_batch(void *state, const eb_model_input *in, eb_mo
         }
         atomic_fetch_add(&s->processed, 1);
     }
+    if (s->forward_log)
+        log_forward(s->forward_log, in, n);
     int64_t infer = eb_now_us() - t0;
     for (size_t i = 0; i < n; i++)
         out[i].infer_us = infer;
@@ -142,6 +188,8 @@ static void identity_destroy(void *state)
         return;
     if (s->log)
         fclose(s->log);
+    if (s->forward_log)
+        fclose(s->forward_log);
     free(s);
 }
 

@@ -18,8 +18,14 @@
  *   identity_max_batch   largest batch, default 32, in [1, 4096]
  *   identity_delay_ms    sleep this long per item, default 0 (tests use it to kill a worker
  *                        while a batch is in flight)
+ *   identity_forward_delay_ms  sleep this long once per forward (run_batch call) whatever its
+ *                        size, default 0: a stand-in for a GPU, whose forward time barely depends
+ *                        on the batch size, so the worker's batching can be measured
  *   identity_log_file    when set, one line per processed item is appended: the hex SHA-256 of
  *                        its bytes (tests check which inputs reached a worker)
+ *   identity_forward_log_file  when set, one line per forward (run_batch call) is appended: its
+ *                        item count, then the hex SHA-256 of each item, space-separated (tests
+ *                        check how the worker grouped inputs into forwards)
  *   identity_corrupt_after  after this many processed items (canary runs included) every output
  *                        is silently wrong (+0.5 on its first value): a simulated broken device,
  *                        so tests can see the worker's canary catch it; default -1 (never)

@@ -5,6 +5,10 @@
  * job (the received frames move with it, nothing is copied) through a mutex-protected queue, and
  * gets finished jobs back through a second queue plus an eventfd that sits in its zmq_poll set.
  *
+ * The compute thread does not run jobs one by one: it takes the oldest job together with the
+ * later queued jobs for the same model and runs them as one forward (take_group says why and in
+ * what order). Each job still gets its own REPLY; nothing in the protocol changes.
+ *
  * A job carries the connection generation it arrived on. When the broker restarts or goes quiet
  * the I/O thread opens a new connection (generation + 1) and sends READY again; results of jobs
  * from an older generation are dropped, because the new broker never sent them (the old broker's
@@ -64,6 +68,12 @@ typedef struct job_queue {
     size_t n;
 } job_queue;
 
+/* Where input k of a forward came from: item `item` of job `owner` (a forward spans jobs). */
+typedef struct forward_slot {
+    job *owner;
+    uint32_t item;
+} forward_slot;
+
 struct eb_worker {
     eb_worker_options opt;
     char *endpoint;
@@ -83,6 +93,8 @@ struct eb_worker {
     int64_t connected_us;
     int backoff_ms;
     uint32_t held_items;   /* items received and not yet answered (any generation) */
+    uint32_t broker_credit;/* items the broker may still send on this connection: granted minus
+                              received (its view of our credit) */
     bool unhealthy;
 
     /* between the threads */
@@ -105,11 +117,17 @@ struct eb_worker {
     segment_entry *segs;
     size_t n_segs, cap_segs;
 
-    /* compute thread scratch (grown, reused across batches) */
+    /* compute thread scratch (grown, reused across forwards) */
     uint8_t *staging;
     size_t staging_cap;
     float *emb;
     size_t emb_cap;
+    eb_model_input *in;
+    size_t in_cap;
+    eb_model_output *out;
+    size_t out_cap;
+    forward_slot *slots;
+    size_t slots_cap;
 
     /* counters */
     atomic_uint_fast64_t st_batches, st_items, st_failed, st_dropped, st_reconnects, st_bad;
@@ -343,125 +361,199 @@ static void item_fail(job *j, uint32_t i, eb_status st, const char *msg)
     j->results[i].error = j->errors[i];
 }
 
-/* Compute one batch: fill j->results, j->errors and j->out_frames. */
-static void compute_job(eb_worker *w, job *j)
+/* The most items one forward of `model` may carry: its own largest batch, and no more than the
+ * batch size this worker announced (max_batch_items may have been set lower on purpose). */
+static uint32_t forward_cap(const eb_worker *w, const eb_model *model)
 {
-    eb_proto_batch *b = &j->msg.u.batch;
-    uint32_t n = b->n_items;
-    char err[512];
-    eb_model *model = find_model(w, b->model);
+    if (!model)
+        return 0;
+    uint32_t cap = model->info.max_batch_items;
+    return w->max_batch < cap ? w->max_batch : cap;
+}
 
-    /* Stage 1: sizes, so all shm copies land in one staging buffer. */
-    size_t staging_need = 0;
-    for (uint32_t i = 0; i < n; i++)
-        if (b->items[i].source == EB_SOURCE_SHM)
-            staging_need += (size_t)b->items[i].len;
-    bool staging_ok = grow((void **)&w->staging, &w->staging_cap, staging_need);
-    uint32_t dims = model ? model->info.dims : 0;
-    bool emb_ok = grow((void **)&w->emb, &w->emb_cap, (size_t)n * dims * sizeof(float) + 1);
-
-    eb_model_input *in = calloc(n, sizeof *in);
-    eb_model_output *out = calloc(n, sizeof *out);
-    uint32_t *idx = calloc(n, sizeof *idx); /* model slot -> item index */
-    for (uint32_t i = 0; i < n; i++) {
-        eb_proto_item_result *r = &j->results[i];
-        r->item_id = b->items[i].item_id;
-        eb_proto_timings_clear(&r->timings);
+/* Why jobs are grouped: the broker sends eagerly, so under a load of small requests (a backfill
+ * of single images, many interactive clients) the worker holds many jobs of one or two items each.
+ * Running them one forward each would keep a GPU at batch 1 while dozens of inputs wait behind
+ * it; one forward over all of them costs about as much as one over a single input.
+ *
+ * Move the oldest job of `todo` into `group`, then the later jobs for the same model, oldest
+ * first, while their items fit in one forward (forward_cap). The scan stops at the first job of
+ * that model that does not fit, so one model's jobs are always computed in arrival order; a job
+ * of another model is passed by at most this one forward and leads the next group. A job is never
+ * split (one larger than the cap alone is chunked by compute_group). Called with w->mu held. */
+static void take_group(eb_worker *w, job_queue *todo, job_queue *group)
+{
+    job *first = queue_pop(todo);
+    if (!first)
+        return;
+    queue_push(group, first);
+    const char *name = first->msg.u.batch.model;
+    uint32_t cap = forward_cap(w, find_model(w, name));
+    uint32_t items = first->msg.u.batch.n_items;
+    job *prev = NULL;
+    for (job *j = todo->head; j && items < cap;) {
+        job *next = j->next;
+        if (strcmp(j->msg.u.batch.model, name) != 0) {
+            prev = j;
+            j = next;
+            continue;
+        }
+        if (j->msg.u.batch.n_items > cap - items)
+            break;
+        if (prev)
+            prev->next = next;
+        else
+            todo->head = next;
+        if (todo->tail == j)
+            todo->tail = prev;
+        todo->n--;
+        items += j->msg.u.batch.n_items;
+        queue_push(group, j);
+        j = next;
     }
-    if (!in || !out || !idx || !staging_ok || !emb_ok) {
-        for (uint32_t i = 0; i < n; i++)
-            item_fail(j, i, EB_ERR_NOMEM, "worker out of memory for this batch");
+}
+
+/* Fail every item of every job in the group with the same status and message. */
+static void group_fail(const job_queue *group, eb_status st, const char *msg)
+{
+    for (job *j = group->head; j; j = j->next)
+        for (uint32_t i = 0; i < j->msg.u.batch.n_items; i++)
+            item_fail(j, i, st, msg);
+}
+
+/* Compute a group of jobs for one model (take_group) as one forward: fill each job's results,
+ * errors and out_frames as if it had run alone. Stages 1-2 (bytes, hash) and every failure stay
+ * per item; the model runs once over all the items that got that far (in chunks of its largest
+ * batch only when a single job is bigger than that), and each item's infer timing is that shared
+ * forward's time. */
+static void compute_group(eb_worker *w, const job_queue *group)
+{
+    const char *name = group->head->msg.u.batch.model;
+    char err[512];
+    eb_model *model = find_model(w, name);
+
+    /* Stage 1: sizes, so all shm copies of the group land in one staging buffer, and the
+     * per-forward scratch (inputs, outputs, slot -> item) is grown once, not allocated per
+     * batch. */
+    size_t staging_need = 0, total = 0;
+    for (job *j = group->head; j; j = j->next) {
+        const eb_proto_batch *b = &j->msg.u.batch;
+        for (uint32_t i = 0; i < b->n_items; i++) {
+            if (b->items[i].source == EB_SOURCE_SHM)
+                staging_need += (size_t)b->items[i].len;
+            eb_proto_item_result *r = &j->results[i];
+            r->item_id = b->items[i].item_id;
+            eb_proto_timings_clear(&r->timings);
+        }
+        total += b->n_items;
+    }
+    uint32_t dims = model ? model->info.dims : 0;
+    bool ok = grow((void **)&w->staging, &w->staging_cap, staging_need) &&
+              grow((void **)&w->emb, &w->emb_cap, total * dims * sizeof(float) + 1) &&
+              grow((void **)&w->in, &w->in_cap, total * sizeof *w->in + 1) &&
+              grow((void **)&w->out, &w->out_cap, total * sizeof *w->out + 1) &&
+              grow((void **)&w->slots, &w->slots_cap, total * sizeof *w->slots + 1);
+    if (!ok) {
+        group_fail(group, EB_ERR_NOMEM, "worker out of memory for this batch");
         goto done;
     }
     if (!model) {
-        snprintf(err, sizeof err, "model \"%s\" is not served by worker %s", b->model,
-                 w->worker_id);
-        for (uint32_t i = 0; i < n; i++)
-            item_fail(j, i, EB_ERR_NOT_FOUND, err);
+        snprintf(err, sizeof err, "model \"%s\" is not served by worker %s", name, w->worker_id);
+        group_fail(group, EB_ERR_NOT_FOUND, err);
         goto done;
     }
+    eb_model_input *in = w->in;
+    eb_model_output *out = w->out;
+    forward_slot *slots = w->slots;
 
     /* Stage 2: bytes + hash per item. */
     size_t staging_off = 0;
     uint32_t m = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        const eb_proto_item *it = &b->items[i];
-        eb_proto_item_result *r = &j->results[i];
-        const uint8_t *bytes = NULL;
-        size_t len = 0;
-        err[0] = '\0';
-        if (!eb_model_accepts(model->info.input, it->kind)) {
-            snprintf(err, sizeof err, "model \"%s\" takes %s inputs, item %u is %s", b->model,
-                     kind_name(model->info.input), i, kind_name(it->kind));
-            item_fail(j, i, EB_ERR_INVALID, err);
-            continue;
-        }
-        int64_t t0 = eb_now_us();
-        if (it->kind == EB_INPUT_TEXT) {
-            bytes = (const uint8_t *)it->text;
-            len = it->text_len;
-        } else if (it->source == EB_SOURCE_INLINE) {
-            zmq_msg_t *f = &j->frames.parts[j->view.first_item + it->frame];
-            bytes = zmq_msg_data(f);
-            len = zmq_msg_size(f);
-        } else if (it->source == EB_SOURCE_SHM) {
-            uint8_t *dst = w->staging + staging_off;
-            eb_status st = copy_from_segment(w, it, dst, err, sizeof err);
-            if (st != EB_OK) {
-                item_fail(j, i, st, err);
+    for (job *j = group->head; j; j = j->next) {
+        const eb_proto_batch *b = &j->msg.u.batch;
+        for (uint32_t i = 0; i < b->n_items; i++) {
+            const eb_proto_item *it = &b->items[i];
+            eb_proto_item_result *r = &j->results[i];
+            const uint8_t *bytes = NULL;
+            size_t len = 0;
+            err[0] = '\0';
+            if (!eb_model_accepts(model->info.input, it->kind)) {
+                snprintf(err, sizeof err, "model \"%s\" takes %s inputs, item %u is %s", b->model,
+                         kind_name(model->info.input), i, kind_name(it->kind));
+                item_fail(j, i, EB_ERR_INVALID, err);
                 continue;
             }
-            staging_off += (size_t)it->len;
-            bytes = dst;
-            len = (size_t)it->len;
-            r->timings.us[EB_STAGE_COPY] = eb_now_us() - t0;
-        } else {
-            snprintf(err, sizeof err, "item %u (%s) has no bytes (neither shm nor frame)", i,
-                     kind_name(it->kind));
-            item_fail(j, i, EB_ERR_PROTOCOL, err);
-            continue;
-        }
-        if (it->kind == EB_INPUT_RAW_RGB8 &&
-            (uint64_t)it->width * it->height * 3 != (uint64_t)len) {
-            snprintf(err, sizeof err, "raw_rgb8 item %u: %ux%u pixels need %llu bytes, got %zu",
-                     i, it->width, it->height, (unsigned long long)it->width * it->height * 3,
-                     len);
-            item_fail(j, i, EB_ERR_INVALID, err);
-            continue;
-        }
-        int64_t t1 = eb_now_us();
-        char opts[EB_HASH_OPTS_MAX];
-        eb_content_opts(it->normalize, it->output_dim, it->instruction,
-                        it->instruction ? strlen(it->instruction) : 0, opts, sizeof opts);
-        uint32_t hw = it->kind == EB_INPUT_RAW_RGB8 ? it->width : 0;
-        uint32_t hh = it->kind == EB_INPUT_RAW_RGB8 ? it->height : 0;
-        eb_status st = eb_content_hash(kind_name(it->kind), hw, hh, opts, bytes, len, r->hash);
-        if (st != EB_OK) {
-            item_fail(j, i, st, "content hash failed (libcrypto)");
-            continue;
-        }
-        r->has_hash = true;
-        r->timings.us[EB_STAGE_HASH] = eb_now_us() - t1;
+            int64_t t0 = eb_now_us();
+            if (it->kind == EB_INPUT_TEXT) {
+                bytes = (const uint8_t *)it->text;
+                len = it->text_len;
+            } else if (it->source == EB_SOURCE_INLINE) {
+                zmq_msg_t *f = &j->frames.parts[j->view.first_item + it->frame];
+                bytes = zmq_msg_data(f);
+                len = zmq_msg_size(f);
+            } else if (it->source == EB_SOURCE_SHM) {
+                uint8_t *dst = w->staging + staging_off;
+                eb_status st = copy_from_segment(w, it, dst, err, sizeof err);
+                if (st != EB_OK) {
+                    item_fail(j, i, st, err);
+                    continue;
+                }
+                staging_off += (size_t)it->len;
+                bytes = dst;
+                len = (size_t)it->len;
+                r->timings.us[EB_STAGE_COPY] = eb_now_us() - t0;
+            } else {
+                snprintf(err, sizeof err, "item %u (%s) has no bytes (neither shm nor frame)", i,
+                         kind_name(it->kind));
+                item_fail(j, i, EB_ERR_PROTOCOL, err);
+                continue;
+            }
+            if (it->kind == EB_INPUT_RAW_RGB8 &&
+                (uint64_t)it->width * it->height * 3 != (uint64_t)len) {
+                snprintf(err, sizeof err,
+                         "raw_rgb8 item %u: %ux%u pixels need %llu bytes, got %zu", i, it->width,
+                         it->height, (unsigned long long)it->width * it->height * 3, len);
+                item_fail(j, i, EB_ERR_INVALID, err);
+                continue;
+            }
+            int64_t t1 = eb_now_us();
+            char opts[EB_HASH_OPTS_MAX];
+            size_t instruction_len = it->instruction ? strlen(it->instruction) : 0;
+            eb_content_opts(it->normalize, it->output_dim, it->instruction, instruction_len, opts,
+                            sizeof opts);
+            uint32_t hw = it->kind == EB_INPUT_RAW_RGB8 ? it->width : 0;
+            uint32_t hh = it->kind == EB_INPUT_RAW_RGB8 ? it->height : 0;
+            eb_status st = eb_content_hash(kind_name(it->kind), hw, hh, opts, bytes, len, r->hash);
+            if (st != EB_OK) {
+                item_fail(j, i, st, "content hash failed (libcrypto)");
+                continue;
+            }
+            r->has_hash = true;
+            r->timings.us[EB_STAGE_HASH] = eb_now_us() - t1;
 
-        eb_model_input *mi = &in[m];
-        mi->kind = it->kind;
-        mi->format = it->format;
-        mi->width = it->width;
-        mi->height = it->height;
-        mi->bytes = bytes;
-        mi->len = len;
-        mi->normalize = it->normalize;
-        mi->instruction = it->instruction;
-        mi->instruction_len = it->instruction ? strlen(it->instruction) : 0;
-        mi->output_dim = it->output_dim;
-        idx[m] = i;
-        m++;
+            eb_model_input *mi = &in[m];
+            mi->kind = it->kind;
+            mi->format = it->format;
+            mi->width = it->width;
+            mi->height = it->height;
+            mi->bytes = bytes;
+            mi->len = len;
+            mi->normalize = it->normalize;
+            mi->instruction = it->instruction;
+            mi->instruction_len = instruction_len;
+            mi->output_dim = it->output_dim;
+            slots[m].owner = j;
+            slots[m].item = i;
+            m++;
+        }
     }
 
-    /* Stage 3: the model, in chunks of its largest batch. */
+    /* Stage 3: one forward over the whole group (chunks of the model's largest batch only when
+     * a single job exceeds it). */
     for (uint32_t s = 0; s < m; s += model->info.max_batch_items) {
         uint32_t c = m - s < model->info.max_batch_items ? m - s : model->info.max_batch_items;
         for (uint32_t k = s; k < s + c; k++) {
+            memset(&out[k], 0, sizeof out[k]);
             out[k].embedding = w->emb + (size_t)k * dims;
             out[k].status = EB_OK;
             out[k].decode_us = out[k].preprocess_us = out[k].infer_us = -1;
@@ -469,7 +561,8 @@ static void compute_job(eb_worker *w, job *j)
         err[0] = '\0';
         eb_status st = model->ops->run_batch(model->state, in + s, out + s, c, err, sizeof err);
         for (uint32_t k = s; k < s + c; k++) {
-            uint32_t i = idx[k];
+            job *j = slots[k].owner;
+            uint32_t i = slots[k].item;
             eb_proto_item_result *r = &j->results[i];
             if (st != EB_OK) {
                 item_fail(j, i, st, err);
@@ -501,14 +594,14 @@ static void compute_job(eb_worker *w, job *j)
     }
 
 done:
-    for (uint32_t i = 0; i < n; i++)
-        if (j->results[i].status != EB_OK)
-            atomic_fetch_add(&w->st_failed, 1);
-    atomic_fetch_add(&w->st_items, n);
-    atomic_fetch_add(&w->st_batches, 1);
-    free(in);
-    free(out);
-    free(idx);
+    for (job *j = group->head; j; j = j->next) {
+        uint32_t n = j->msg.u.batch.n_items;
+        for (uint32_t i = 0; i < n; i++)
+            if (j->results[i].status != EB_OK)
+                atomic_fetch_add(&w->st_failed, 1);
+        atomic_fetch_add(&w->st_items, n);
+        atomic_fetch_add(&w->st_batches, 1);
+    }
 }
 
 /* Rerun every model's canary (eb_model.h) and remember a failure for the heartbeats. Runs on the
@@ -560,20 +653,24 @@ static void *compute_main(void *arg)
             pthread_mutex_unlock(&w->mu);
             return NULL;
         }
-        job *j = queue_pop(&w->todo);
+        job_queue group = {0};
+        take_group(w, &w->todo, &group);
         pthread_mutex_unlock(&w->mu);
         /* a canary that is due runs before the next batch, so a busy worker checks too */
         if (w->next_canary_us && eb_now_us() >= w->next_canary_us)
             run_canaries(w);
-        if (!j)
+        if (!group.head)
             continue;
 
         atomic_store(&w->batch_started_us, eb_now_us());
-        compute_job(w, j);
+        compute_group(w, &group);
         atomic_store(&w->batch_started_us, 0);
 
         pthread_mutex_lock(&w->mu);
-        queue_push(&w->done, j);
+        for (job *j = group.head, *next; j; j = next) {
+            next = j->next; /* queue_push relinks j */
+            queue_push(&w->done, j);
+        }
         pthread_mutex_unlock(&w->mu);
         eventfd_signal(w->wake_fd);
     }
@@ -610,7 +707,26 @@ static void send_credit(eb_worker *w, uint32_t more)
     eb_proto_msg m;
     eb_proto_msg_init(&m, EB_MSG_W_CREDIT);
     m.u.credit.credit = more;
-    send_msg(w, &m, NULL, 0);
+    if (send_msg(w, &m, NULL, 0) == EB_OK)
+        w->broker_credit += more;
+}
+
+/* Give back the capacity freed since the last grant once it reaches a quarter of the queue, or
+ * at once when the broker's view of our credit has fallen below one full batch. Granting after
+ * every reply (the obvious rule) doubles the messages of a light load: each REPLY would be
+ * followed by a CREDIT that the broker must receive, decode and act on (about as costly as the
+ * REPLY itself) to restore credit it does not need yet. With this rule the broker keeps at least
+ * three quarters of our free capacity, never less than one batch, so dispatch does not wait for
+ * a grant; under a backlog (worker full) every reply still grants at once. */
+static void grant_credit(eb_worker *w)
+{
+    uint32_t free_now = credit_now(w);
+    if (free_now <= w->broker_credit)
+        return;
+    uint32_t owed = free_now - w->broker_credit;
+    uint32_t quarter = w->queue_items / 4 ? w->queue_items / 4 : 1;
+    if (owed >= quarter || w->broker_credit < w->max_batch)
+        send_credit(w, owed);
 }
 
 static void send_heartbeat(eb_worker *w)
@@ -653,6 +769,7 @@ static void send_ready(eb_worker *w)
                     credit_now(w));
     /* A new connection starts from zero credit: grant the free capacity; slots still held by
      * batches of an older connection are granted when those finish (flush_done). */
+    w->broker_credit = 0;
     send_credit(w, credit_now(w));
 }
 
@@ -772,6 +889,7 @@ static void handle_message(eb_worker *w, eb_frames *frames)
             j->results[i].status = EB_ERR_INTERNAL;
         }
         j->generation = w->generation;
+        w->broker_credit = w->broker_credit > n ? w->broker_credit - n : 0;
         j->frames = *frames; /* take the frames over; the caller gets a fresh empty set */
         eb_frames_init(frames);
         j->view = view;
@@ -804,11 +922,10 @@ static void handle_message(eb_worker *w, eb_frames *frames)
 }
 
 /* Send the results of finished jobs (dropping those of an older connection), then grant the
- * freed slots as credit. */
+ * freed slots as credit (grant_credit). */
 static void flush_done(eb_worker *w)
 {
     eventfd_drain(w->wake_fd);
-    uint32_t freed = 0;
     for (;;) {
         pthread_mutex_lock(&w->mu);
         job *j = queue_pop(&w->done);
@@ -817,7 +934,6 @@ static void flush_done(eb_worker *w)
             break;
         uint32_t n = j->msg.u.batch.n_items;
         w->held_items = w->held_items >= n ? w->held_items - n : 0;
-        freed += n;
         if (j->generation != w->generation || !w->sock) {
             atomic_fetch_add(&w->st_dropped, 1);
             eb_log_info("worker_reply_dropped", "batch=%llu items=%u reason=old_connection",
@@ -834,8 +950,7 @@ static void flush_done(eb_worker *w)
         job_free(j);
     }
     /* Never grant beyond the capacity (items the broker over-sent are absorbed first). */
-    uint32_t cap = credit_now(w);
-    send_credit(w, freed < cap ? freed : cap);
+    grant_credit(w);
 }
 
 /* ---- public ---------------------------------------------------------------------------------- */
@@ -1069,7 +1184,10 @@ eb_status eb_worker_run(eb_worker *w)
                 eb_frames_close(&frames);
             }
         }
-        flush_done(w);
+        /* Only when the compute thread said so (an empty eventfd read is a wasted syscall);
+         * items[1] is the eventfd whether or not the socket is in the set. */
+        if (rc > 0 && (items[1].revents & ZMQ_POLLIN))
+            flush_done(w);
 
         now = eb_now_us();
         int64_t started = atomic_load(&w->batch_started_us);
@@ -1144,6 +1262,9 @@ void eb_worker_destroy(eb_worker **wp)
     free(w->models);
     free(w->staging);
     free(w->emb);
+    free(w->in);
+    free(w->out);
+    free(w->slots);
     close(w->wake_fd);
     close(w->stop_fd);
     pthread_mutex_destroy(&w->mu);

@@ -16,8 +16,10 @@
  *
  * Credit: the worker holds at most `queue_items` items (default 2 × max_batch: one batch running,
  * one waiting). CREDIT is an increment (docs/protocol.md): after READY the worker grants its free
- * capacity, after every reply the number of items it completed (also for dropped batches of an
- * older connection, whose slots were withheld from that connection's first grant). Items beyond
+ * capacity, then freed capacity once it reaches a quarter of queue_items, or at once when the
+ * broker's credit falls below one batch (also for dropped batches of an older connection, whose
+ * slots were withheld from that connection's first grant). Queued jobs for one model run as one
+ * forward (up to the model's max batch), so small batches sent eagerly still share a forward. Items beyond
  * the capacity are still accepted and computed, never refused.
  *
  * Failures are per item: a bad shared-memory reference (unknown or released segment, stale

@@ -351,7 +351,7 @@ static int group_setup(void **state)
     char broker[1024], worker_args[512], spool[600], log[600];
     bin_path(broker, sizeof broker, "embrokerd");
     snprintf(worker_args, sizeof worker_args,
-             "--models identity,identity-text --identity-dims %d --identity-delay-ms %d "
+             "--models identity,identity-text --identity-dims %d --identity-forward-delay-ms %d "
              "--heartbeat-interval-ms 200",
              DIMS, DELAY_MS);
     snprintf(spool, sizeof spool, "%s/spool", tmp);
