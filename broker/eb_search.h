@@ -9,12 +9,13 @@
  *     FROM "ProductEmbeddings"
  *    WHERE "BusinessTemplate" = $2 AND "SourceType" = $3 AND "ModelRev" = $4
  *      AND "CombinedEmbedding" IS NOT NULL
- *    ORDER BY "CombinedEmbedding" <#> $1 LIMIT $5;   -- or the halfvec cast, as the index
+ *    ORDER BY "CombinedEmbedding" <#> $1 LIMIT $5;   -- $5 = k·overfetch; or the halfvec
+ *                                                    -- cast, as the index
  *   COMMIT;
  *
  * with the query vector in pgvector's binary format and binary results; relaxed order can
  * return rows slightly out of order, so the rows are re-sorted by score (the inner product,
- * higher is closer) before the callback sees them.
+ * higher is closer) and the best k kept before the callback sees them.
  *
  * Store takes a serialised record (eb_storerec) — the bytes kept in the spool — and runs an
  * INSERT ... ON CONFLICT DO NOTHING (scan rows; a replayed StoreId changes nothing) or the
@@ -39,7 +40,10 @@ typedef struct eb_search eb_search;
 typedef struct eb_search_options {
     uint32_t image_dims;    /* the table's dimensions (eb_migrate_read_dims) */
     uint32_t text_dims;
-    uint32_t ef_search;     /* hnsw.ef_search floor; max(k, this) is used; default 40 */
+    uint32_t ef_search;     /* hnsw.ef_search floor; max(k·overfetch, this) is used; default
+                             * 100 (unfiltered recall@10 0.92 -> 0.99 for +2 ms, bench/results) */
+    uint32_t overfetch;     /* rows fetched per row returned (≥ 1), re-sorted, best k kept;
+                             * default 4 */
     uint32_t max_k;         /* largest k accepted; default 1000 */
     int halfvec;            /* -1 auto (combined > 2000), 0 vector index, 1 halfvec index */
 } eb_search_options;

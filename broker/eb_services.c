@@ -130,7 +130,8 @@ eb_status eb_services_options_load(const eb_config *cfg, const char *run_dir,
         (st = get_u32(cfg, "db_connections", 4, 1, 64, &o->db_connections, err, err_len)) ||
         (st = get_u32(cfg, "db_statement_timeout_ms", 2000, 10, 600000,
                       &o->db_statement_timeout_ms, err, err_len)) ||
-        (st = get_u32(cfg, "search_ef", 40, 1, 1000, &o->ef_search, err, err_len)) ||
+        (st = get_u32(cfg, "search_ef", 100, 1, 1000, &o->ef_search, err, err_len)) ||
+        (st = get_u32(cfg, "search_overfetch", 4, 1, 100, &o->overfetch, err, err_len)) ||
         (st = get_u32(cfg, "image_dims", 0, 0, 16000, &o->image_dims, err, err_len)) ||
         (st = get_u32(cfg, "text_dims", 0, 0, 16000, &o->text_dims, err, err_len)) ||
         (st = get_u32(cfg, "store_retry_ms", 500, 10, 600000, &o->store_retry_ms, err,
@@ -159,6 +160,7 @@ static eb_status start_db(eb_services *s, char *err, size_t err_len)
     so.image_dims = s->image_dims;
     so.text_dims = s->text_dims;
     so.ef_search = s->opt.ef_search;
+    so.overfetch = s->opt.overfetch;
     s->search = eb_search_new(s->pool, &so, err, err_len);
     if (!s->search)
         return EB_ERR_INVALID;

@@ -41,7 +41,8 @@ typedef struct eb_services_options {
     char db_url[1024];                /* db_url: libpq conninfo; empty = no search/store */
     uint32_t db_connections;          /* db_connections: default 4 */
     uint32_t db_statement_timeout_ms; /* db_statement_timeout_ms: default 2000 */
-    uint32_t ef_search;               /* search_ef: hnsw.ef_search floor, default 40 */
+    uint32_t ef_search;               /* search_ef: hnsw.ef_search floor, default 100 */
+    uint32_t overfetch;               /* search_overfetch: rows fetched per row returned, 4 */
     uint32_t image_dims, text_dims;   /* image_dims/text_dims: 0 = read from the table */
     char spool_dir[PATH_MAX];         /* spool_dir: default <run_dir>/spool */
     bool spool_sync;                  /* spool_sync: fdatasync each group (default true) */

@@ -61,7 +61,8 @@ static const char *const known_keys[] = {
     "max_message_bytes", "max_body_bytes", "max_input_bytes", "max_batch_items",
     "max_text_bytes", "max_deadline_ms", "max_k", "max_models", "max_dims", "max_pixels",
     "cache_url", "cache_ttl_ms", "cache_timeout_ms", "db_url", "db_connections",
-    "db_statement_timeout_ms", "search_ef", "image_dims", "text_dims", "spool_dir", "spool_sync",
+    "db_statement_timeout_ms", "search_ef", "search_overfetch",
+    "image_dims", "text_dims", "spool_dir", "spool_sync",
     "store_retry_ms", "scan_image_model", "scan_text_model", "catalogue_source_type",
     "scan_source_type", "image_weight", "text_weight", NULL};
 
