@@ -646,6 +646,19 @@ static void test_bad_input(void **state)
     assert_non_null(strstr(r.msg.u.reply.search_error.message, "no-such-template"));
     assert_int_equal(r.msg.u.reply.n_matches, 0);
     reply_free(&r);
+    /* An input the model cannot embed (for a real model: bytes that are not an image; the
+     * identity model fails inputs that start with "identity:fail"): the scan fails with the
+     * model's error and searches nothing. */
+    const char *bad = "identity:fail this input";
+    input_spec bad_in = {.bytes = bad, .len = strlen(bad)};
+    o = scan_opts("shoes", 5);
+    request(c, EB_OP_SCAN, &bad_in, 1, &o, &r);
+    assert_int_equal(r.msg.u.reply.status, EB_ERR_MODEL);
+    assert_non_null(r.msg.u.reply.error);
+    assert_int_equal(r.msg.u.reply.n_matches, 0);
+    assert_int_equal(r.msg.u.reply.results[0].status, EB_ERR_MODEL);
+    assert_true(r.msg.u.reply.timings.us[EB_STAGE_SEARCH] < 0);
+    reply_free(&r);
     /* k above max_k (1000): refused by the codec with the limit in the message. */
     o = scan_opts("shoes", 100000);
     request(c, EB_OP_SCAN, &in, 1, &o, &r);
