@@ -18,6 +18,7 @@
  * never copied by the broker, and the original stays with the request for a requeue.
  */
 #include "eb_broker.h"
+#include "eb_status.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -149,19 +150,6 @@ struct eb_broker {
 };
 
 /* ---- small helpers ------------------------------------------------------------------------ */
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || !err_len)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 /* Make a message safe to send and log: when it is not valid UTF-8 or holds control characters
  * (a codec error may quote the hostile bytes it rejected), every byte outside printable ASCII
@@ -897,15 +885,15 @@ static bool catalogue_rev(eb_broker *b, char *out, size_t cap, char *why, size_t
             continue;
         eb_broker_model *m = eb_workers_model(&b->workers, names[i]);
         if (!m || !m->model_rev[0]) {
-            set_err(why, why_len, "model \"%s\" has not been announced by any worker yet, so its "
-                    "revision (part of every row's ModelRev) is unknown; start a worker for it",
-                    names[i]);
+            eb_set_err(why, why_len, "model \"%s\" has not been announced by any worker yet, so its "
+                       "revision (part of every row's ModelRev) is unknown; start a worker for it",
+                       names[i]);
             return false;
         }
         off += (size_t)snprintf(out + off, cap - off, "%s%s@%.16s", off ? "+" : "", m->name,
                                 m->model_rev);
         if (off >= cap) {
-            set_err(why, why_len, "model revision label too long");
+            eb_set_err(why, why_len, "model revision label too long");
             return false;
         }
     }
@@ -1597,8 +1585,8 @@ static eb_broker_model *find_model(eb_broker *b, const char *name, char *err, si
     for (size_t i = 0; i < b->workers.n_models && off < sizeof known - 80; i++)
         off += (size_t)snprintf(known + off, sizeof known - off, "%s%s", i ? ", " : "",
                                 b->workers.models[i]->name);
-    set_err(err, err_len, "model \"%s\" is not served by any worker (known: %s); start a worker "
-            "for it or check the name", name, off ? known : "none");
+    eb_set_err(err, err_len, "model \"%s\" is not served by any worker (known: %s); start a worker "
+               "for it or check the name", name, off ? known : "none");
     return NULL;
 }
 
@@ -1611,8 +1599,8 @@ static eb_status check_model_input(const eb_broker_model *m, bool image, const c
     bool model_image = m->input == EB_INPUT_IMAGE || m->input == EB_INPUT_RAW_RGB8;
     if (model_image == image)
         return EB_OK;
-    set_err(err, err_len, "model \"%s\" takes %s inputs; %s", m->name,
-            model_image ? "image" : "text", what);
+    eb_set_err(err, err_len, "model \"%s\" takes %s inputs; %s", m->name,
+               model_image ? "image" : "text", what);
     return EB_ERR_INVALID;
 }
 
@@ -1623,8 +1611,8 @@ static eb_status check_queue_room(eb_broker *b, const eb_broker_model *m,
     size_t depth = eb_queue_count(&m->queue[priority]);
     if (depth + n <= b->opt.queue_limit)
         return EB_OK;
-    set_err(err, err_len, "model \"%s\" %s queue holds %zu of %u items; retry later", m->name,
-            eb_proto_priority_str(priority), depth, b->opt.queue_limit);
+    eb_set_err(err, err_len, "model \"%s\" %s queue holds %zu of %u items; retry later", m->name,
+               eb_proto_priority_str(priority), depth, b->opt.queue_limit);
     b->n.busy++;
     return EB_ERR_BUSY;
 }
@@ -1637,16 +1625,16 @@ static eb_status validate_request(eb_broker *b, const eb_proto_request *req,
     *model_out = NULL;
     bool image_op = req->op == EB_OP_EMBED_IMAGE;
     if (req->op != EB_OP_EMBED_IMAGE && req->op != EB_OP_EMBED_TEXT) {
-        set_err(err, err_len, "op %d is not supported", (int)req->op);
+        eb_set_err(err, err_len, "op %d is not supported", (int)req->op);
         return EB_ERR_UNSUPPORTED;
     }
     if (!req->model) {
-        set_err(err, err_len, "request has no model; name one (e.g. \"siglip\")");
+        eb_set_err(err, err_len, "request has no model; name one (e.g. \"siglip\")");
         return EB_ERR_INVALID;
     }
     if (req->n_inputs == 0 || req->n_inputs > b->scratch_cap) {
-        set_err(err, err_len, "request has %u inputs; send 1 to %u", req->n_inputs,
-                b->scratch_cap);
+        eb_set_err(err, err_len, "request has %u inputs; send 1 to %u", req->n_inputs,
+                   b->scratch_cap);
         return req->n_inputs ? EB_ERR_TOO_LARGE : EB_ERR_INVALID;
     }
     eb_broker_model *m = find_model(b, req->model, err, err_len);
@@ -1660,8 +1648,8 @@ static eb_status validate_request(eb_broker *b, const eb_proto_request *req,
         const eb_proto_input *in = &req->inputs[i];
         bool is_image = in->kind == EB_INPUT_IMAGE || in->kind == EB_INPUT_RAW_RGB8;
         if (is_image != image_op) {
-            set_err(err, err_len, "inputs[%u] is %s but op is %s", i,
-                    eb_proto_input_kind_str(in->kind), eb_proto_op_str(req->op));
+            eb_set_err(err, err_len, "inputs[%u] is %s but op is %s", i,
+                       eb_proto_input_kind_str(in->kind), eb_proto_op_str(req->op));
             return EB_ERR_INVALID;
         }
     }
@@ -1682,30 +1670,30 @@ static eb_status validate_composite(eb_broker *b, const eb_proto_request *req,
     const eb_proto_options *opt = &req->options;
     const char *op = eb_proto_op_str(req->op);
     if (!opt->template_name) {
-        set_err(err, err_len, "op %s needs options.filters.template (the BusinessTemplate to %s)",
-                op, req->op == EB_OP_SCAN ? "search" : "store under");
+        eb_set_err(err, err_len, "op %s needs options.filters.template (the BusinessTemplate to %s)",
+                   op, req->op == EB_OP_SCAN ? "search" : "store under");
         return EB_ERR_INVALID;
     }
     if (opt->output_dim) {
-        set_err(err, err_len, "op %s works on full-length embeddings; drop options.output_dim",
-                op);
+        eb_set_err(err, err_len, "op %s works on full-length embeddings; drop options.output_dim",
+                   op);
         return EB_ERR_INVALID;
     }
     if (req->op == EB_OP_STORE) {
         if (!eb_services_pump(b->services)) {
-            set_err(err, err_len, "op store needs the database: %s",
-                    eb_services_search_unavailable(b->services));
+            eb_set_err(err, err_len, "op store needs the database: %s",
+                       eb_services_search_unavailable(b->services));
             return EB_ERR_UNAVAILABLE;
         }
         if (opt->source_type && strcmp(opt->source_type, b->opt.scan_source) == 0) {
-            set_err(err, err_len, "op store writes catalogue rows; SourceType \"%s\" is reserved "
-                    "for stored scans (use scan with options.store)", opt->source_type);
+            eb_set_err(err, err_len, "op store writes catalogue rows; SourceType \"%s\" is reserved "
+                       "for stored scans (use scan with options.store)", opt->source_type);
             return EB_ERR_INVALID;
         }
     }
     if (req->op == EB_OP_SCAN && opt->store && !eb_services_pump(b->services)) {
-        set_err(err, err_len, "options.store needs the database: %s",
-                eb_services_search_unavailable(b->services));
+        eb_set_err(err, err_len, "options.store needs the database: %s",
+                   eb_services_search_unavailable(b->services));
         return EB_ERR_UNAVAILABLE;
     }
     for (uint32_t i = 0; i < req->n_inputs; i++) {
@@ -1713,14 +1701,14 @@ static eb_status validate_composite(eb_broker *b, const eb_proto_request *req,
         const char *configured = is_text ? b->opt.scan_text_model : b->opt.scan_image_model;
         const char *named = is_text ? req->text_model : req->model;
         if (!configured[0]) {
-            set_err(err, err_len, "this broker has no scan_%s_model, so op %s takes no %s input",
-                    is_text ? "text" : "image", op, is_text ? "text" : "image");
+            eb_set_err(err, err_len, "this broker has no scan_%s_model, so op %s takes no %s input",
+                       is_text ? "text" : "image", op, is_text ? "text" : "image");
             return EB_ERR_INVALID;
         }
         if (named && strcmp(named, configured) != 0) {
-            set_err(err, err_len, "op %s uses the broker's scan %s model \"%s\", not \"%s\" "
-                    "(stored rows and queries must come from the same model)", op,
-                    is_text ? "text" : "image", configured, named);
+            eb_set_err(err, err_len, "op %s uses the broker's scan %s model \"%s\", not \"%s\" "
+                       "(stored rows and queries must come from the same model)", op,
+                       is_text ? "text" : "image", configured, named);
             return EB_ERR_INVALID;
         }
         eb_broker_model *m = find_model(b, configured, err, err_len);
@@ -2462,8 +2450,8 @@ eb_status eb_broker_options_load(const eb_config *cfg, eb_broker_options *o, cha
         o->run_dir[--n] = 0;
     /* sockaddr_un.sun_path holds 107 bytes plus the NUL. */
     if (n + strlen("/frontend.sock") > 107) {
-        set_err(err, err_len, "run_dir \"%s\" is %zu bytes long; ipc socket paths must stay "
-                "under 108 bytes: choose a shorter run_dir", o->run_dir, n);
+        eb_set_err(err, err_len, "run_dir \"%s\" is %zu bytes long; ipc socket paths must stay "
+                   "under 108 bytes: choose a shorter run_dir", o->run_dir, n);
         return EB_ERR_INVALID;
     }
     snprintf(o->frontend_ipc, sizeof o->frontend_ipc, "ipc://%s/frontend.sock", o->run_dir);
@@ -2498,8 +2486,8 @@ eb_status eb_broker_options_load(const eb_config *cfg, eb_broker_options *o, cha
     if ((st = eb_proto_limits_from_config(cfg, &o->limits, err, err_len)))
         return st;
     if (o->limits.max_batch_items > 65535) {
-        set_err(err, err_len, "max_batch_items=%u exceeds the broker's limit of 65535",
-                o->limits.max_batch_items);
+        eb_set_err(err, err_len, "max_batch_items=%u exceeds the broker's limit of 65535",
+                   o->limits.max_batch_items);
         return EB_ERR_INVALID;
     }
     o->max_models = o->limits.max_models;
@@ -2522,8 +2510,8 @@ eb_status eb_broker_options_load(const eb_config *cfg, eb_broker_options *o, cha
                       ? (len == 0 || eb_proto_model_name_valid(name, len))
                       : (len > 0 && len < names[i].cap && eb_proto_utf8_valid(name, len));
         if (!ok || len >= names[i].cap) {
-            set_err(err, err_len, "%s \"%s\" is not valid (%s)", names[i].key, name,
-                    names[i].model ? "a model name: [a-z0-9._-]{1,64}, or empty"
+            eb_set_err(err, err_len, "%s \"%s\" is not valid (%s)", names[i].key, name,
+                       names[i].model ? "a model name: [a-z0-9._-]{1,64}, or empty"
                                    : "1 to 256 bytes of UTF-8");
             return EB_ERR_INVALID;
         }
@@ -2539,8 +2527,8 @@ eb_status eb_broker_options_load(const eb_config *cfg, eb_broker_options *o, cha
         errno = 0;
         double w = strtod(text, &end);
         if (errno || end == text || *end || !(w >= 0 && w <= 1000)) {
-            set_err(err, err_len, "%s \"%s\" is not a number in 0 .. 1000", weights[i].key,
-                    text);
+            eb_set_err(err, err_len, "%s \"%s\" is not a number in 0 .. 1000", weights[i].key,
+                       text);
             return EB_ERR_INVALID;
         }
         *weights[i].out = w;
@@ -2552,27 +2540,27 @@ eb_status eb_broker_options_load(const eb_config *cfg, eb_broker_options *o, cha
 static eb_status prepare_run_dir(const char *dir, char *err, size_t err_len)
 {
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        set_err(err, err_len, "cannot create run_dir \"%s\": %s (create its parent or choose "
-                "another run_dir)", dir, strerror(errno));
+        eb_set_err(err, err_len, "cannot create run_dir \"%s\": %s (create its parent or choose "
+                   "another run_dir)", dir, strerror(errno));
         return EB_ERR_IO;
     }
     struct stat st;
     if (lstat(dir, &st) != 0) {
-        set_err(err, err_len, "cannot stat run_dir \"%s\": %s", dir, strerror(errno));
+        eb_set_err(err, err_len, "cannot stat run_dir \"%s\": %s", dir, strerror(errno));
         return EB_ERR_IO;
     }
     if (!S_ISDIR(st.st_mode)) {
-        set_err(err, err_len, "run_dir \"%s\" is not a directory (symlinks are refused)", dir);
+        eb_set_err(err, err_len, "run_dir \"%s\" is not a directory (symlinks are refused)", dir);
         return EB_ERR_DENIED;
     }
     if (st.st_uid != geteuid()) {
-        set_err(err, err_len, "run_dir \"%s\" belongs to uid %u, not to uid %u; use a directory "
-                "of your own", dir, (unsigned)st.st_uid, (unsigned)geteuid());
+        eb_set_err(err, err_len, "run_dir \"%s\" belongs to uid %u, not to uid %u; use a directory "
+                   "of your own", dir, (unsigned)st.st_uid, (unsigned)geteuid());
         return EB_ERR_DENIED;
     }
     if (st.st_mode & 077) {
-        set_err(err, err_len, "run_dir \"%s\" has mode %03o; it must not be accessible to group "
-                "or others (chmod 700 it)", dir, (unsigned)(st.st_mode & 0777));
+        eb_set_err(err, err_len, "run_dir \"%s\" has mode %03o; it must not be accessible to group "
+                   "or others (chmod 700 it)", dir, (unsigned)(st.st_mode & 0777));
         return EB_ERR_DENIED;
     }
     return EB_OK;
@@ -2583,7 +2571,7 @@ static void *make_router(eb_broker *b, const char *endpoint, bool frontend, char
 {
     void *s = zmq_socket(b->ctx, ZMQ_ROUTER);
     if (!s) {
-        set_err(err, err_len, "zmq_socket: %s", zmq_strerror(zmq_errno()));
+        eb_set_err(err, err_len, "zmq_socket: %s", zmq_strerror(zmq_errno()));
         return NULL;
     }
     int one = 1, zero = 0, hwm = 100000;
@@ -2601,7 +2589,7 @@ static void *make_router(eb_broker *b, const char *endpoint, bool frontend, char
     int64_t maxmsg = (int64_t)(frame_max + MAXMSG_SLACK);
     zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     if (zmq_bind(s, endpoint) != 0) {
-        set_err(err, err_len, "cannot bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        eb_set_err(err, err_len, "cannot bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
         zmq_close(s);
         return NULL;
     }
@@ -2612,7 +2600,7 @@ eb_broker *eb_broker_new(const eb_broker_options *options, char *err, size_t err
 {
     eb_broker *b = calloc(1, sizeof *b);
     if (!b) {
-        set_err(err, err_len, "out of memory");
+        eb_set_err(err, err_len, "out of memory");
         return NULL;
     }
     b->opt = *options;
@@ -2631,12 +2619,12 @@ eb_broker *eb_broker_new(const eb_broker_options *options, char *err, size_t err
     if (!b->scratch_items || !b->scratch_results || !b->scratch_frames || !b->loop ||
         eb_clients_init(&b->clients) != EB_OK ||
         eb_workers_init(&b->workers, b->opt.max_models) != EB_OK) {
-        set_err(err, err_len, "out of memory");
+        eb_set_err(err, err_len, "out of memory");
         goto fail;
     }
     do {
         if (getrandom(&b->instance_id, sizeof b->instance_id, 0) != sizeof b->instance_id) {
-            set_err(err, err_len, "getrandom failed: %s", strerror(errno));
+            eb_set_err(err, err_len, "getrandom failed: %s", strerror(errno));
             goto fail;
         }
     } while (b->instance_id == 0);
@@ -2647,7 +2635,7 @@ eb_broker *eb_broker_new(const eb_broker_options *options, char *err, size_t err
     snprintf(path, sizeof path, "%s/embrokerd.lock", b->opt.run_dir);
     b->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (b->lock_fd < 0) {
-        set_err(err, err_len, "cannot open lock file \"%s\": %s", path, strerror(errno));
+        eb_set_err(err, err_len, "cannot open lock file \"%s\": %s", path, strerror(errno));
         goto fail;
     }
     if (flock(b->lock_fd, LOCK_EX | LOCK_NB) != 0) {
@@ -2655,8 +2643,8 @@ eb_broker *eb_broker_new(const eb_broker_options *options, char *err, size_t err
         ssize_t n = pread(b->lock_fd, other, sizeof other - 1, 0);
         other[n > 0 ? n : 0] = 0;
         other[strcspn(other, "\n")] = 0;
-        set_err(err, err_len, "another embrokerd (pid %s) is running with run_dir \"%s\"; stop "
-                "it or choose another run_dir", other[0] ? other : "?", b->opt.run_dir);
+        eb_set_err(err, err_len, "another embrokerd (pid %s) is running with run_dir \"%s\"; stop "
+                   "it or choose another run_dir", other[0] ? other : "?", b->opt.run_dir);
         goto fail;
     }
     char pidline[32];
@@ -2671,7 +2659,7 @@ eb_broker *eb_broker_new(const eb_broker_options *options, char *err, size_t err
     /* Signals arrive through a self-pipe in the loop (before any child exists). */
     int pipefd[2];
     if (pipe2(pipefd, O_NONBLOCK | O_CLOEXEC) != 0) {
-        set_err(err, err_len, "pipe2: %s", strerror(errno));
+        eb_set_err(err, err_len, "pipe2: %s", strerror(errno));
         goto fail;
     }
     b->signal_fd = pipefd[0];
@@ -2684,14 +2672,14 @@ eb_broker *eb_broker_new(const eb_broker_options *options, char *err, size_t err
     sigemptyset(&sa.sa_mask);
     if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0 ||
         sigaction(SIGCHLD, &sa, NULL) != 0) {
-        set_err(err, err_len, "sigaction: %s", strerror(errno));
+        eb_set_err(err, err_len, "sigaction: %s", strerror(errno));
         goto fail;
     }
     signal(SIGPIPE, SIG_IGN);
 
     b->ctx = zmq_ctx_new();
     if (!b->ctx) {
-        set_err(err, err_len, "zmq_ctx_new failed");
+        eb_set_err(err, err_len, "zmq_ctx_new failed");
         goto fail;
     }
     const char *endpoints[SOCK_COUNT] = {b->opt.frontend_ipc, b->opt.frontend_tcp,
@@ -2700,8 +2688,8 @@ eb_broker *eb_broker_new(const eb_broker_options *options, char *err, size_t err
         if (!endpoints[i][0])
             continue;
         if ((i == SOCK_FRONT_TCP || i == SOCK_BACK_TCP) && strncmp(endpoints[i], "tcp://", 6)) {
-            set_err(err, err_len, "%s \"%s\" must be a tcp:// endpoint",
-                    i == SOCK_FRONT_TCP ? "frontend_tcp" : "backend_tcp", endpoints[i]);
+            eb_set_err(err, err_len, "%s \"%s\" must be a tcp:// endpoint",
+                       i == SOCK_FRONT_TCP ? "frontend_tcp" : "backend_tcp", endpoints[i]);
             goto fail;
         }
         bool frontend = i == SOCK_FRONT_IPC || i == SOCK_FRONT_TCP;
@@ -2715,7 +2703,7 @@ eb_broker *eb_broker_new(const eb_broker_options *options, char *err, size_t err
     eb_loop_set_hook(b->loop, on_iteration, b);
     b->merges = eb_idmap_new();
     if (!b->merges) {
-        set_err(err, err_len, "out of memory");
+        eb_set_err(err, err_len, "out of memory");
         goto fail;
     }
     b->services = eb_services_new(b->loop, &b->opt.services, err, err_len);

@@ -15,6 +15,7 @@
  * zero-delay timer.
  */
 #include "eb_cache.h"
+#include "eb_status.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -73,18 +74,6 @@ struct eb_cache {
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || err_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 static void put_le16(uint8_t *p, uint16_t v)
 {
     p[0] = (uint8_t)v;
@@ -117,8 +106,8 @@ static eb_status parse_url(eb_cache *c, const char *url, char *err, size_t err_l
 {
     const char *p = url;
     if (!p || strncmp(p, "redis://", 8) != 0) {
-        set_err(err, err_len, "Redis URL \"%s\" is not of the form redis://host:port[/db]",
-                url ? url : "(null)");
+        eb_set_err(err, err_len, "Redis URL \"%s\" is not of the form redis://host:port[/db]",
+                   url ? url : "(null)");
         return EB_ERR_INVALID;
     }
     p += 8;
@@ -128,7 +117,7 @@ static eb_status parse_url(eb_cache *c, const char *url, char *err, size_t err_l
         const char *pw = colon ? colon + 1 : p;
         size_t n = (size_t)(at - pw);
         if (n >= sizeof c->password) {
-            set_err(err, err_len, "Redis URL password is too long");
+            eb_set_err(err, err_len, "Redis URL password is too long");
             return EB_ERR_INVALID;
         }
         memcpy(c->password, pw, n);
@@ -137,7 +126,7 @@ static eb_status parse_url(eb_cache *c, const char *url, char *err, size_t err_l
     }
     size_t hl = strcspn(p, ":/");
     if (hl == 0 || hl >= sizeof c->host) {
-        set_err(err, err_len, "Redis URL \"%s\" has no usable host", url);
+        eb_set_err(err, err_len, "Redis URL \"%s\" has no usable host", url);
         return EB_ERR_INVALID;
     }
     memcpy(c->host, p, hl);
@@ -149,7 +138,7 @@ static eb_status parse_url(eb_cache *c, const char *url, char *err, size_t err_l
         char *end;
         long port = strtol(p + 1, &end, 10);
         if (end == p + 1 || port <= 0 || port > 65535) {
-            set_err(err, err_len, "Redis URL \"%s\" has a bad port", url);
+            eb_set_err(err, err_len, "Redis URL \"%s\" has a bad port", url);
             return EB_ERR_INVALID;
         }
         c->port = (int)port;
@@ -159,12 +148,12 @@ static eb_status parse_url(eb_cache *c, const char *url, char *err, size_t err_l
         char *end;
         long db = strtol(p + 1, &end, 10);
         if (end == p + 1 || *end || db < 0 || db > 1000000) {
-            set_err(err, err_len, "Redis URL \"%s\" has a bad database number", url);
+            eb_set_err(err, err_len, "Redis URL \"%s\" has a bad database number", url);
             return EB_ERR_INVALID;
         }
         c->db = (int)db;
     } else if (*p && strcmp(p, "/") != 0) {
-        set_err(err, err_len, "Redis URL \"%s\" has trailing characters", url);
+        eb_set_err(err, err_len, "Redis URL \"%s\" has trailing characters", url);
         return EB_ERR_INVALID;
     }
     if (strcmp(c->host, "localhost") == 0)
@@ -604,12 +593,12 @@ eb_cache *eb_cache_new(eb_loop *loop, const eb_cache_options *options, char *err
                        size_t err_len)
 {
     if (!loop || !options) {
-        set_err(err, err_len, "eb_cache_new: missing loop or options");
+        eb_set_err(err, err_len, "eb_cache_new: missing loop or options");
         return NULL;
     }
     eb_cache *c = calloc(1, sizeof *c);
     if (!c) {
-        set_err(err, err_len, "out of memory");
+        eb_set_err(err, err_len, "out of memory");
         return NULL;
     }
     c->loop = loop;

@@ -6,6 +6,7 @@
  * advisory lock. Blocking libpq is fine here: migrations run before the broker's loop starts.
  */
 #include "eb_migrate.h"
+#include "eb_status.h"
 
 #include <dirent.h>
 #include <limits.h>
@@ -28,18 +29,6 @@ typedef struct migration {
     char name[256];
     char path[PATH_MAX];
 } migration;
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || err_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 /* First line of a libpq message without its newline. */
 static void first_line(const char *msg, char *out, size_t cap)
@@ -96,8 +85,8 @@ static eb_status list_migrations(const char *dir, uint32_t combined, migration *
 {
     DIR *d = opendir(dir);
     if (!d) {
-        set_err(err, err_len, "cannot open the migrations directory \"%s\"; set EMBROKER_SQL_DIR",
-                dir);
+        eb_set_err(err, err_len, "cannot open the migrations directory \"%s\"; set EMBROKER_SQL_DIR",
+                   dir);
         return EB_ERR_NOT_FOUND;
     }
     migration *all = NULL;
@@ -128,7 +117,7 @@ static eb_status list_migrations(const char *dir, uint32_t combined, migration *
     closedir(d);
     if (n == 0) {
         free(all);
-        set_err(err, err_len, "no migrations (NNN_name.sql) in \"%s\"", dir);
+        eb_set_err(err, err_len, "no migrations (NNN_name.sql) in \"%s\"", dir);
         return EB_ERR_NOT_FOUND;
     }
     qsort(all, n, sizeof *all, cmp_migration);
@@ -140,9 +129,9 @@ static eb_status list_migrations(const char *dir, uint32_t combined, migration *
         while (j < n && all[j].version == all[i].version)
             j++;
         if (j - i > 2) {
-            set_err(err, err_len, "migration number %03u has %zu files; at most one plus a "
+            eb_set_err(err, err_len, "migration number %03u has %zu files; at most one plus a "
                                   "*_halfvec.sql variant",
-                    all[i].version, j - i);
+                       all[i].version, j - i);
             free(all);
             return EB_ERR_INVALID;
         }
@@ -170,7 +159,7 @@ static PGresult *exec_ok(PGconn *pg, const char *sql, char *err, size_t err_len,
         char line[300];
         first_line(PQresultErrorMessage(r)[0] ? PQresultErrorMessage(r) : PQerrorMessage(pg),
                    line, sizeof line);
-        set_err(err, err_len, "%s failed: %s", what, line);
+        eb_set_err(err, err_len, "%s failed: %s", what, line);
         PQclear(r);
         return NULL;
     }
@@ -191,7 +180,7 @@ static PGconn *connect_blocking(const char *conninfo, char *err, size_t err_len)
     if (!pg || PQstatus(pg) != CONNECTION_OK) {
         char line[300];
         first_line(pg ? PQerrorMessage(pg) : "out of memory", line, sizeof line);
-        set_err(err, err_len, "cannot connect to PostgreSQL: %s", line);
+        eb_set_err(err, err_len, "cannot connect to PostgreSQL: %s", line);
         PQfinish(pg);
         return NULL;
     }
@@ -249,7 +238,7 @@ char *eb_migrate_fill(const char *sql, uint32_t image_dim, uint32_t text_dim, ch
     size_t cap = strlen(sql) + 1, len = 0;
     char *out = malloc(cap);
     if (!out) {
-        set_err(err, err_len, "out of memory");
+        eb_set_err(err, err_len, "out of memory");
         return NULL;
     }
     const char *p = sql;
@@ -262,8 +251,8 @@ char *eb_migrate_fill(const char *sql, uint32_t image_dim, uint32_t text_dim, ch
                 if (strlen(names[i]) == nl && strncmp(p + 2, names[i], nl) == 0)
                     which = i;
             if (which < 0) {
-                set_err(err, err_len, "unknown placeholder \"%.*s\" in migration",
-                        end ? (int)nl + 4 : 2, p);
+                eb_set_err(err, err_len, "unknown placeholder \"%.*s\" in migration",
+                           end ? (int)nl + 4 : 2, p);
                 free(out);
                 return NULL;
             }
@@ -273,7 +262,7 @@ char *eb_migrate_fill(const char *sql, uint32_t image_dim, uint32_t text_dim, ch
                 char *o = realloc(out, cap);
                 if (!o) {
                     free(out);
-                    set_err(err, err_len, "out of memory");
+                    eb_set_err(err, err_len, "out of memory");
                     return NULL;
                 }
                 out = o;
@@ -288,7 +277,7 @@ char *eb_migrate_fill(const char *sql, uint32_t image_dim, uint32_t text_dim, ch
             char *o = realloc(out, cap);
             if (!o) {
                 free(out);
-                set_err(err, err_len, "out of memory");
+                eb_set_err(err, err_len, "out of memory");
                 return NULL;
             }
             out = o;
@@ -336,13 +325,13 @@ eb_status eb_migrate_check_dims(const eb_table_dims *t, uint32_t image_dim, uint
     if (t->image == image_dim && t->text == text_dim &&
         t->combined == image_dim + text_dim)
         return EB_OK;
-    set_err(err, err_len,
-            "dimension mismatch: table \"ProductEmbeddings\" has image %u + text %u = combined "
-            "%u, but %s gives image %u + text %u; use models with the table's dimensions, or "
-            "point the broker at a new database and run `embroker migrate` (vector columns "
-            "cannot change length in place)",
-            t->image, t->text, t->combined, who ? who : "the configuration", image_dim,
-            text_dim);
+    eb_set_err(err, err_len,
+               "dimension mismatch: table \"ProductEmbeddings\" has image %u + text %u = combined "
+               "%u, but %s gives image %u + text %u; use models with the table's dimensions, or "
+               "point the broker at a new database and run `embroker migrate` (vector columns "
+               "cannot change length in place)",
+               t->image, t->text, t->combined, who ? who : "the configuration", image_dim,
+               text_dim);
     return EB_ERR_INVALID;
 }
 
@@ -372,16 +361,16 @@ eb_status eb_migrate_run_dir(const char *conninfo, const char *sql_dir, uint32_t
     if (applied)
         *applied = 0;
     if (!conninfo || !sql_dir) {
-        set_err(err, err_len, "migrate: missing connection string or sql directory");
+        eb_set_err(err, err_len, "migrate: missing connection string or sql directory");
         return EB_ERR_INVALID;
     }
     uint32_t combined = image_dim + text_dim;
     if (image_dim == 0 || text_dim == 0 || image_dim > EB_PGVECTOR_MAX_DIM ||
         text_dim > EB_PGVECTOR_MAX_DIM || combined > EB_PGHALFVEC_HNSW_MAX_DIM) {
-        set_err(err, err_len,
-                "cannot migrate for image %u + text %u dims: each must be 1..%u and the sum at "
-                "most %u (pgvector's HNSW limit for halfvec)",
-                image_dim, text_dim, EB_PGVECTOR_MAX_DIM, EB_PGHALFVEC_HNSW_MAX_DIM);
+        eb_set_err(err, err_len,
+                   "cannot migrate for image %u + text %u dims: each must be 1..%u and the sum at "
+                   "most %u (pgvector's HNSW limit for halfvec)",
+                   image_dim, text_dim, EB_PGVECTOR_MAX_DIM, EB_PGHALFVEC_HNSW_MAX_DIM);
         return EB_ERR_INVALID;
     }
     migration *migs = NULL;
@@ -432,7 +421,7 @@ eb_status eb_migrate_run_dir(const char *conninfo, const char *sql_dir, uint32_t
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
             char line[300];
             first_line(PQresultErrorMessage(r), line, sizeof line);
-            set_err(err, err_len, "reading schema_migrations failed: %s", line);
+            eb_set_err(err, err_len, "reading schema_migrations failed: %s", line);
             goto out;
         }
         bool done = PQntuples(r) > 0;
@@ -444,7 +433,7 @@ eb_status eb_migrate_run_dir(const char *conninfo, const char *sql_dir, uint32_t
 
         char *raw = read_text(m->path);
         if (!raw) {
-            set_err(err, err_len, "cannot read migration \"%s\"", m->path);
+            eb_set_err(err, err_len, "cannot read migration \"%s\"", m->path);
             goto out;
         }
         text = eb_migrate_fill(raw, image_dim, text_dim, err, err_len);
@@ -474,7 +463,7 @@ eb_status eb_migrate_run_dir(const char *conninfo, const char *sql_dir, uint32_t
         if (est != PGRES_COMMAND_OK && est != PGRES_TUPLES_OK) {
             char line[300];
             first_line(PQresultErrorMessage(r), line, sizeof line);
-            set_err(err, err_len, "migration %s failed (rolled back): %s", m->name, line);
+            eb_set_err(err, err_len, "migration %s failed (rolled back): %s", m->name, line);
             PQclear(r);
             r = PQexec(pg, "ROLLBACK");
             PQclear(r);
@@ -493,7 +482,7 @@ eb_status eb_migrate_run_dir(const char *conninfo, const char *sql_dir, uint32_t
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
             char line[300];
             first_line(PQresultErrorMessage(r), line, sizeof line);
-            set_err(err, err_len, "recording migration %s failed: %s", m->name, line);
+            eb_set_err(err, err_len, "recording migration %s failed: %s", m->name, line);
             PQclear(r);
             r = PQexec(pg, "ROLLBACK");
             PQclear(r);

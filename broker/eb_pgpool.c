@@ -19,6 +19,7 @@
  * failed send triggers) are never re-entered from the caller's own call.
  */
 #include "eb_pgpool.h"
+#include "eb_status.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -116,18 +117,6 @@ struct eb_pgpool {
 };
 
 /* ---- helpers ---------------------------------------------------------------------------- */
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || err_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 static void note_error(eb_pgpool *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void note_error(eb_pgpool *p, const char *fmt, ...)
@@ -965,21 +954,21 @@ eb_pgpool *eb_pgpool_new(eb_loop *loop, const eb_pgpool_options *options, char *
                          size_t err_len)
 {
     if (!loop || !options || !options->conninfo) {
-        set_err(err, err_len, "PostgreSQL pool: no connection string configured");
+        eb_set_err(err, err_len, "PostgreSQL pool: no connection string configured");
         return NULL;
     }
     char *perr = NULL;
     PQconninfoOption *parsed = PQconninfoParse(options->conninfo, &perr);
     if (!parsed) {
-        set_err(err, err_len, "PostgreSQL connection string \"%s\" is invalid: %s",
-                options->conninfo, perr ? perr : "out of memory");
+        eb_set_err(err, err_len, "PostgreSQL connection string \"%s\" is invalid: %s",
+                   options->conninfo, perr ? perr : "out of memory");
         PQfreemem(perr);
         return NULL;
     }
     eb_pgpool *p = calloc(1, sizeof *p);
     if (!p) {
         PQconninfoFree(parsed);
-        set_err(err, err_len, "out of memory");
+        eb_set_err(err, err_len, "out of memory");
         return NULL;
     }
     const char *host = NULL, *hostaddr = NULL, *port = NULL;
@@ -1031,7 +1020,7 @@ eb_pgpool *eb_pgpool_new(eb_loop *loop, const eb_pgpool_options *options, char *
         free(p->app_name);
         free(p->conns);
         free(p);
-        set_err(err, err_len, "out of memory");
+        eb_set_err(err, err_len, "out of memory");
         return NULL;
     }
     p->opt.conninfo = p->conninfo;

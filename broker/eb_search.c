@@ -7,6 +7,7 @@
  * knobs); stores and deletes are bulk jobs the pool may pipeline.
  */
 #include "eb_search.h"
+#include "eb_status.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -41,18 +42,6 @@ typedef struct write_ctx {
     eb_search_write_fn fn;
     void *arg;
 } write_ctx;
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || err_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static char *xasprintf(const char *fmt, ...)
@@ -154,19 +143,19 @@ eb_search *eb_search_new(eb_pgpool *pool, const eb_search_options *options, char
                          size_t err_len)
 {
     if (!pool || !options) {
-        set_err(err, err_len, "eb_search_new: missing pool or options");
+        eb_set_err(err, err_len, "eb_search_new: missing pool or options");
         return NULL;
     }
     uint32_t id = options->image_dims, td = options->text_dims, cd = id + td;
     if (id == 0 || td == 0 || cd > EB_PGHALFVEC_HNSW_MAX_DIM) {
-        set_err(err, err_len, "search needs the table's image and text dims (got %u + %u, the "
+        eb_set_err(err, err_len, "search needs the table's image and text dims (got %u + %u, the "
                               "sum at most %u)",
-                id, td, EB_PGHALFVEC_HNSW_MAX_DIM);
+                   id, td, EB_PGHALFVEC_HNSW_MAX_DIM);
         return NULL;
     }
     eb_search *s = calloc(1, sizeof *s);
     if (!s) {
-        set_err(err, err_len, "out of memory");
+        eb_set_err(err, err_len, "out of memory");
         return NULL;
     }
     s->pool = pool;
@@ -230,9 +219,9 @@ eb_search *eb_search_new(eb_pgpool *pool, const eb_search_options *options, char
     free(insert_sql);
     free(upsert_sql);
     if (st != EB_OK) {
-        set_err(err, err_len, "cannot register the search statements (%s): create the search "
+        eb_set_err(err, err_len, "cannot register the search statements (%s): create the search "
                               "handle once, before eb_pgpool_start",
-                eb_status_str(st));
+                   eb_status_str(st));
         free(s->select_sql);
         free(s);
         return NULL;
@@ -256,18 +245,18 @@ eb_status eb_search_run(eb_search *s, const eb_search_query *q, eb_search_fn fn,
         return EB_ERR_INVALID;
     if (!q->business_template || !*q->business_template || !q->source_type ||
         !*q->source_type || !q->model_rev || !*q->model_rev) {
-        set_err(err, err_len, "search needs a business template, a source type and a model "
+        eb_set_err(err, err_len, "search needs a business template, a source type and a model "
                               "revision");
         return EB_ERR_INVALID;
     }
     if (q->dims != s->combined_dims || !q->vector) {
-        set_err(err, err_len, "query vector has %u dims; the table's CombinedEmbedding has %u",
-                q->dims, s->combined_dims);
+        eb_set_err(err, err_len, "query vector has %u dims; the table's CombinedEmbedding has %u",
+                   q->dims, s->combined_dims);
         return EB_ERR_INVALID;
     }
     if (q->k == 0 || q->k > s->opt.max_k) {
-        set_err(err, err_len, "k=%u is out of range; ask for 1..%u results", q->k,
-                s->opt.max_k);
+        eb_set_err(err, err_len, "k=%u is out of range; ask for 1..%u results", q->k,
+                   s->opt.max_k);
         return EB_ERR_INVALID;
     }
     size_t vlen = eb_pgvector_size(q->dims);
@@ -276,7 +265,7 @@ eb_status eb_search_run(eb_search *s, const eb_search_query *q, eb_search_fn fn,
         return EB_ERR_NOMEM;
     if (eb_pgvector_encode(q->vector, q->dims, vec, vlen) != EB_OK) {
         free(vec);
-        set_err(err, err_len, "query vector has a NaN or infinite element");
+        eb_set_err(err, err_len, "query vector has a NaN or infinite element");
         return EB_ERR_INVALID;
     }
     search_ctx *ctx = malloc(sizeof *ctx);
@@ -326,8 +315,8 @@ eb_status eb_search_run(eb_search *s, const eb_search_query *q, eb_search_fn fn,
     st = eb_pgpool_submit(s->pool, job, 0);
     if (st != EB_OK) {
         free(ctx);
-        set_err(err, err_len, "search not run: %s (PostgreSQL at %s)", eb_status_str(st),
-                eb_pgpool_server(s->pool));
+        eb_set_err(err, err_len, "search not run: %s (PostgreSQL at %s)", eb_status_str(st),
+                   eb_pgpool_server(s->pool));
     }
     return st;
 }
@@ -340,16 +329,16 @@ eb_status eb_search_store(eb_search *s, const void *record, size_t len, eb_searc
     eb_storerec_view v;
     eb_status st = eb_storerec_view_of(record, len, &v);
     if (st != EB_OK) {
-        set_err(err, err_len, "store record (%zu bytes) does not parse: %s", len,
-                eb_status_str(st));
+        eb_set_err(err, err_len, "store record (%zu bytes) does not parse: %s", len,
+                   eb_status_str(st));
         return st;
     }
     const uint32_t table_dims[3] = {s->opt.image_dims, s->opt.text_dims, s->combined_dims};
     static const char *const names[3] = {"image", "text", "combined"};
     for (int i = 0; i < 3; i++) {
         if (v.vec_dims[i] && v.vec_dims[i] != table_dims[i]) {
-            set_err(err, err_len, "store record's %s vector has %u dims; the table's has %u",
-                    names[i], v.vec_dims[i], table_dims[i]);
+            eb_set_err(err, err_len, "store record's %s vector has %u dims; the table's has %u",
+                       names[i], v.vec_dims[i], table_dims[i]);
             return EB_ERR_INVALID;
         }
     }
@@ -370,8 +359,8 @@ eb_status eb_search_store(eb_search *s, const void *record, size_t len, eb_searc
         if (!(vecs[i] = malloc(n)))
             goto out;
         if (eb_pgvector_encode_le(v.vec[i], v.vec_dims[i], vecs[i], n) != EB_OK) {
-            set_err(err, err_len, "store record's %s vector has a NaN or infinite element",
-                    names[i]);
+            eb_set_err(err, err_len, "store record's %s vector has a NaN or infinite element",
+                       names[i]);
             st = EB_ERR_INVALID;
             goto out;
         }
@@ -395,8 +384,8 @@ eb_status eb_search_store(eb_search *s, const void *record, size_t len, eb_searc
     st = eb_pgpool_submit(s->pool, job, EB_PGJOB_BULK);
     job = NULL; /* the pool owns it whatever happened */
     if (st != EB_OK)
-        set_err(err, err_len, "store not sent: %s (PostgreSQL at %s)", eb_status_str(st),
-                eb_pgpool_server(s->pool));
+        eb_set_err(err, err_len, "store not sent: %s (PostgreSQL at %s)", eb_status_str(st),
+                   eb_pgpool_server(s->pool));
     else
         ctx = NULL;
 out:

@@ -8,6 +8,7 @@
  * into health fields and a "why is search unavailable" message.
  */
 #include "eb_services.h"
+#include "eb_status.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -34,19 +35,6 @@ struct eb_services {
     eb_services_durable_fn durable_fn;
     void *durable_arg;
 };
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || !err_len)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 static eb_status get_u32(const eb_config *cfg, const char *key, int64_t fallback, int64_t min,
                          int64_t max, uint32_t *out, char *err, size_t err_len)
@@ -165,8 +153,8 @@ static eb_status start_db(eb_services *s, char *err, size_t err_len)
     if (!s->search)
         return EB_ERR_INVALID;
     if (mkdir(s->opt.spool_dir, 0700) != 0 && errno != EEXIST) {
-        set_err(err, err_len, "cannot create spool_dir \"%s\": %s", s->opt.spool_dir,
-                strerror(errno));
+        eb_set_err(err, err_len, "cannot create spool_dir \"%s\": %s", s->opt.spool_dir,
+                   strerror(errno));
         return EB_ERR_IO;
     }
     eb_spool_options spo;
@@ -191,7 +179,7 @@ eb_services *eb_services_new(eb_loop *loop, const eb_services_options *options, 
 {
     eb_services *s = calloc(1, sizeof *s);
     if (!s) {
-        set_err(err, err_len, "out of memory");
+        eb_set_err(err, err_len, "out of memory");
         return NULL;
     }
     s->opt = *options;
@@ -205,7 +193,7 @@ eb_services *eb_services_new(eb_loop *loop, const eb_services_options *options, 
         char why[256];
         s->cache = eb_cache_new(loop, &co, why, sizeof why);
         if (!s->cache) {
-            set_err(err, err_len, "cache_url \"%s\": %s", s->opt.cache_url, why);
+            eb_set_err(err, err_len, "cache_url \"%s\": %s", s->opt.cache_url, why);
             goto fail;
         }
     }

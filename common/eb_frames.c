@@ -7,25 +7,13 @@
  * peer can never leave the socket in the middle of a message.
  */
 #include "eb_frames.h"
+#include "eb_status.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || !err_len)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 void eb_frames_init(eb_frames *frames)
 {
@@ -69,8 +57,8 @@ eb_status eb_frames_recv(void *socket, int flags, size_t max_frames, uint64_t ma
             frames_clear(frames);
             if (count == 0 && e == EAGAIN)
                 return EB_ERR_TIMEOUT;
-            set_err(err, err_len, "zmq_msg_recv failed after %zu parts: %s", count,
-                    zmq_strerror(e));
+            eb_set_err(err, err_len, "zmq_msg_recv failed after %zu parts: %s", count,
+                       zmq_strerror(e));
             return EB_ERR_IO;
         }
         count++;
@@ -109,11 +97,11 @@ eb_status eb_frames_recv(void *socket, int flags, size_t max_frames, uint64_t ma
     }
     if (over) {
         if (max_frames == 0 && count <= 1)
-            set_err(err, err_len, "out of memory receiving a message");
+            eb_set_err(err, err_len, "out of memory receiving a message");
         else
-            set_err(err, err_len, "message of %zu frames and %llu bytes exceeds the limit of %zu "
-                    "frames or %llu bytes; dropped", count, (unsigned long long)bytes,
-                    max_frames, (unsigned long long)max_bytes);
+            eb_set_err(err, err_len, "message of %zu frames and %llu bytes exceeds the limit of %zu "
+                       "frames or %llu bytes; dropped", count, (unsigned long long)bytes,
+                       max_frames, (unsigned long long)max_bytes);
         return EB_ERR_TOO_LARGE;
     }
     return EB_OK;
@@ -126,7 +114,7 @@ eb_status eb_frames_parse(const eb_frames *frames, bool has_identity, eb_frames_
     size_t i = 0;
     if (has_identity) {
         if (frames->n < 1) {
-            set_err(err, err_len, "empty message");
+            eb_set_err(err, err_len, "empty message");
             return EB_ERR_PROTOCOL;
         }
         view->identity = zmq_msg_data((zmq_msg_t *)&frames->parts[0]);
@@ -134,8 +122,8 @@ eb_status eb_frames_parse(const eb_frames *frames, bool has_identity, eb_frames_
         i = 1;
     }
     if (frames->n < i + 3) {
-        set_err(err, err_len, "message has %zu frames after the identity, expected at least 3 "
-                "(header, command, body)", frames->n - i);
+        eb_set_err(err, err_len, "message has %zu frames after the identity, expected at least 3 "
+                   "(header, command, body)", frames->n - i);
         return EB_ERR_PROTOCOL;
     }
     zmq_msg_t *parts = (zmq_msg_t *)frames->parts;
@@ -144,8 +132,8 @@ eb_status eb_frames_parse(const eb_frames *frames, bool has_identity, eb_frames_
     if (st != EB_OK)
         return st;
     if (zmq_msg_size(&parts[i + 1]) != 1) {
-        set_err(err, err_len, "command frame is %zu bytes, expected exactly 1",
-                zmq_msg_size(&parts[i + 1]));
+        eb_set_err(err, err_len, "command frame is %zu bytes, expected exactly 1",
+                   zmq_msg_size(&parts[i + 1]));
         return EB_ERR_PROTOCOL;
     }
     view->command = *(const uint8_t *)zmq_msg_data(&parts[i + 1]);
@@ -171,8 +159,8 @@ eb_status eb_frames_decode(const eb_frames *frames, bool has_identity, bool from
     if (view->n_items > sizeof sizes_small / sizeof sizes_small[0]) {
         sizes = malloc(view->n_items * sizeof *sizes);
         if (!sizes) {
-            set_err(err, err_len, "out of memory decoding a message of %zu item frames",
-                    view->n_items);
+            eb_set_err(err, err_len, "out of memory decoding a message of %zu item frames",
+                       view->n_items);
             return EB_ERR_NOMEM;
         }
     }
@@ -195,8 +183,8 @@ static void close_items(zmq_msg_t *items, size_t from, size_t n)
 
 static eb_status send_error(int e, bool first, char *err, size_t err_len)
 {
-    set_err(err, err_len, "zmq send failed%s: %s", first ? "" : " mid-message",
-            zmq_strerror(e));
+    eb_set_err(err, err_len, "zmq send failed%s: %s", first ? "" : " mid-message",
+               zmq_strerror(e));
     if (first && e == EAGAIN)
         return EB_ERR_BUSY;
     if (e == EHOSTUNREACH)
@@ -246,7 +234,7 @@ eb_status eb_frames_send_msg(void *socket, const void *identity, size_t identity
     eb_proto_channel channel;
     uint8_t command;
     if (!eb_proto_kind_wire(msg->kind, &channel, &command)) {
-        set_err(err, err_len, "cannot send a message of kind %d", (int)msg->kind);
+        eb_set_err(err, err_len, "cannot send a message of kind %d", (int)msg->kind);
         close_items(items, 0, n_items);
         return EB_ERR_INVALID;
     }

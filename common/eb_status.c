@@ -2,6 +2,9 @@
  * means adding one line here and one in the header. */
 #include "eb_status.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 #include <string.h>
 
 static const char *const status_names[] = {
@@ -27,4 +30,14 @@ eb_status eb_status_from_str(const char *name)
         if (name && strcmp(name, status_names[i]) == 0)
             return (eb_status)-i;
     return EB_ERR_INVALID;
+}
+
+void eb_set_err(char *err, size_t err_len, const char *fmt, ...)
+{
+    if (!err || err_len == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
 }

@@ -7,6 +7,8 @@
 #ifndef EB_STATUS_H
 #define EB_STATUS_H
 
+#include <stddef.h>
+
 typedef enum eb_status {
     EB_OK = 0,
     EB_ERR_INVALID = -1,      /* an argument or field is malformed or out of range */
@@ -37,6 +39,12 @@ typedef enum eb_status {
 /* A short constant name for the status, e.g. "EB_ERR_BUSY" -> "busy". Never NULL; unknown
  * values give "unknown". The string is static: do not free it. */
 const char *eb_status_str(eb_status status);
+
+/* Write a printf-style reason into err (err_len bytes, truncated, always NUL-terminated): the
+ * "reason in err" half of every eb_ function that fails. Does nothing when err is NULL or
+ * err_len is 0. */
+void eb_set_err(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* The status whose eb_status_str() is `name`, or EB_ERR_INVALID when none matches. */
 eb_status eb_status_from_str(const char *name);

@@ -7,6 +7,7 @@
  * file beside the weights so a restart does not re-read a gigabyte.
  */
 #include "eb_checkpoint.h"
+#include "eb_status.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,19 +32,6 @@ struct eb_checkpoint {
     char model_rev[EB_REV_LEN];
     bool have_rev;
 };
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || !err_len)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 static void to_hex(const unsigned char *d, size_t n, char *out)
 {
@@ -105,15 +93,15 @@ static cJSON *parse_json_file(const char *path, char *sha, char *err, size_t err
     size_t len = 0;
     char *text = read_text(path, &len);
     if (!text) {
-        set_err(err, err_len, "cannot read \"%s\": %s", path, strerror(errno));
+        eb_set_err(err, err_len, "cannot read \"%s\": %s", path, strerror(errno));
         return NULL;
     }
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, false);
     if (!root || !cJSON_IsObject(root)) {
         size_t at = end && end >= text ? (size_t)(end - text) : 0;
-        set_err(err, err_len, "invalid JSON in \"%s\" near byte %zu: expected an object", path,
-                at);
+        eb_set_err(err, err_len, "invalid JSON in \"%s\" near byte %zu: expected an object", path,
+                   at);
         cJSON_Delete(root);
         free(text);
         return NULL;
@@ -129,16 +117,17 @@ eb_checkpoint *eb_checkpoint_open(const char *dir, char *err, size_t err_len)
     eb_checkpoint *ck = calloc(1, sizeof(*ck));
     if (!ck || !(ck->dir = strdup(dir))) {
         free(ck);
-        set_err(err, err_len, "cannot open model \"%s\": out of memory", dir);
+        eb_set_err(err, err_len, "cannot open model \"%s\": out of memory", dir);
         return NULL;
     }
     char path[4096];
     struct stat sb;
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        set_err(err, err_len,
-                "cannot open model directory \"%s\": %s (download a checkpoint or create one with "
-                "mkcheckpoint)",
-                dir, stat(dir, &sb) != 0 ? strerror(errno) : "not a directory");
+        eb_set_err(
+            err, err_len,
+            "cannot open model directory \"%s\": %s (download a checkpoint or create one with "
+            "mkcheckpoint)",
+            dir, stat(dir, &sb) != 0 ? strerror(errno) : "not a directory");
         goto fail;
     }
     snprintf(path, sizeof(path), "%s/config.json", dir);
@@ -231,7 +220,7 @@ static eb_status hash_file(const char *path, char *hex, char *err, size_t err_le
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        set_err(err, err_len, "cannot hash \"%s\": %s", path, strerror(errno));
+        eb_set_err(err, err_len, "cannot hash \"%s\": %s", path, strerror(errno));
         return EB_ERR_IO;
     }
     EVP_MD_CTX *md = EVP_MD_CTX_new();
@@ -239,7 +228,7 @@ static eb_status hash_file(const char *path, char *hex, char *err, size_t err_le
     unsigned char *buf = malloc(cap);
     eb_status st = EB_OK;
     if (!md || !buf || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
-        set_err(err, err_len, "cannot hash \"%s\": out of memory", path);
+        eb_set_err(err, err_len, "cannot hash \"%s\": out of memory", path);
         st = EB_ERR_NOMEM;
         goto out;
     }
@@ -248,7 +237,7 @@ static eb_status hash_file(const char *path, char *hex, char *err, size_t err_le
         if (got < 0) {
             if (errno == EINTR)
                 continue;
-            set_err(err, err_len, "cannot hash \"%s\": read failed: %s", path, strerror(errno));
+            eb_set_err(err, err_len, "cannot hash \"%s\": read failed: %s", path, strerror(errno));
             st = EB_ERR_IO;
             goto out;
         }
@@ -311,7 +300,7 @@ eb_status eb_checkpoint_model_rev(eb_checkpoint *ck, char *rev, char *err, size_
         free(cache_text);
         free(out_cache);
         free(rev_text);
-        set_err(err, err_len, "cannot compute model_rev: out of memory");
+        eb_set_err(err, err_len, "cannot compute model_rev: out of memory");
         return EB_ERR_NOMEM;
     }
     size_t out_len = (size_t)snprintf(out_cache, out_cap, "embroker-rev-cache-1\n");
@@ -323,8 +312,8 @@ eb_status eb_checkpoint_model_rev(eb_checkpoint *ck, char *rev, char *err, size_
         file_key before, after;
         char hex[EB_REV_LEN];
         if (!stat_key(path, &before)) {
-            set_err(err, err_len, "cannot compute model_rev: stat \"%s\": %s", path,
-                    strerror(errno));
+            eb_set_err(err, err_len, "cannot compute model_rev: stat \"%s\": %s", path,
+                       strerror(errno));
             status = EB_ERR_IO;
             break;
         }
@@ -395,8 +384,8 @@ eb_status eb_json_get_int(const cJSON *obj, const char *what, const char *key, i
     double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
     if (!cJSON_IsNumber(v) || floor(d) != d || d < (double)min || d > (double)max) {
         char *printed = cJSON_PrintUnformatted(v);
-        set_err(err, err_len, "%s: \"%s\" is %s; expected an integer in [%lld, %lld]", what, key,
-                printed ? printed : "?", (long long)min, (long long)max);
+        eb_set_err(err, err_len, "%s: \"%s\" is %s; expected an integer in [%lld, %lld]", what, key,
+                   printed ? printed : "?", (long long)min, (long long)max);
         free(printed);
         return EB_ERR_INVALID;
     }
@@ -414,8 +403,8 @@ eb_status eb_json_get_double(const cJSON *obj, const char *what, const char *key
     }
     if (!cJSON_IsNumber(v) || !(v->valuedouble >= min && v->valuedouble <= max)) {
         char *printed = cJSON_PrintUnformatted(v);
-        set_err(err, err_len, "%s: \"%s\" is %s; expected a number in [%g, %g]", what, key,
-                printed ? printed : "?", min, max);
+        eb_set_err(err, err_len, "%s: \"%s\" is %s; expected a number in [%g, %g]", what, key,
+                   printed ? printed : "?", min, max);
         free(printed);
         return EB_ERR_INVALID;
     }
@@ -432,7 +421,7 @@ eb_status eb_json_get_bool(const cJSON *obj, const char *what, const char *key, 
         return EB_OK;
     }
     if (!cJSON_IsBool(v)) {
-        set_err(err, err_len, "%s: \"%s\" must be true or false", what, key);
+        eb_set_err(err, err_len, "%s: \"%s\" must be true or false", what, key);
         return EB_ERR_INVALID;
     }
     *out = cJSON_IsTrue(v);
@@ -448,7 +437,7 @@ eb_status eb_json_get_string(const cJSON *obj, const char *what, const char *key
         return EB_OK;
     }
     if (!cJSON_IsString(v)) {
-        set_err(err, err_len, "%s: \"%s\" must be a string", what, key);
+        eb_set_err(err, err_len, "%s: \"%s\" must be a string", what, key);
         return EB_ERR_INVALID;
     }
     *out = v->valuestring;
@@ -470,13 +459,13 @@ static eb_status get_triple(const cJSON *obj, const char *key, float dflt, float
         return EB_OK;
     }
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != 3) {
-        set_err(err, err_len, "preprocessor_config.json: \"%s\" must be 3 numbers (R, G, B)", key);
+        eb_set_err(err, err_len, "preprocessor_config.json: \"%s\" must be 3 numbers (R, G, B)", key);
         return EB_ERR_INVALID;
     }
     for (int i = 0; i < 3; i++) {
         const cJSON *e = cJSON_GetArrayItem(v, i);
         if (!cJSON_IsNumber(e)) {
-            set_err(err, err_len, "preprocessor_config.json: \"%s\"[%d] is not a number", key, i);
+            eb_set_err(err, err_len, "preprocessor_config.json: \"%s\"[%d] is not a number", key, i);
             return EB_ERR_INVALID;
         }
         out[i] = (float)e->valuedouble;
@@ -496,10 +485,10 @@ eb_status eb_checkpoint_image_preproc(const eb_checkpoint *ck, int image_size,
     const cJSON *size = get_item(pc, "size");
     if (size) {
         if (!cJSON_IsObject(size) || !get_item(size, "height") || !get_item(size, "width")) {
-            set_err(err, err_len,
-                    "%s: \"size\" must be {\"height\": H, \"width\": W} (shortest_edge resizing "
-                    "is not SigLIP's and is not supported)",
-                    what);
+            eb_set_err(err, err_len,
+                       "%s: \"size\" must be {\"height\": H, \"width\": W} (shortest_edge resizing "
+                       "is not SigLIP's and is not supported)",
+                       what);
             return EB_ERR_UNSUPPORTED;
         }
         if ((st = eb_json_get_int(size, what, "height", image_size, 1, 1 << 16, &iv, err,
@@ -516,8 +505,8 @@ eb_status eb_checkpoint_image_preproc(const eb_checkpoint *ck, int image_size,
         return st;
     p->resample = (int)iv;
     if (p->resample != EB_RESAMPLE_BICUBIC) {
-        set_err(err, err_len, "%s: resample %d is not supported; only 3 (BICUBIC) is implemented",
-                what, p->resample);
+        eb_set_err(err, err_len, "%s: resample %d is not supported; only 3 (BICUBIC) is implemented",
+                   what, p->resample);
         return EB_ERR_UNSUPPORTED;
     }
     if ((st = eb_json_get_bool(pc, what, "do_resize", true, &p->do_resize, err, err_len)) ||
@@ -530,15 +519,15 @@ eb_status eb_checkpoint_image_preproc(const eb_checkpoint *ck, int image_size,
         return st;
     for (int i = 0; i < 3; i++)
         if (!(p->std[i] > 0.0f)) {
-            set_err(err, err_len, "%s: image_std[%d] is %g; it must be positive", what, i,
-                    (double)p->std[i]);
+            eb_set_err(err, err_len, "%s: image_std[%d] is %g; it must be positive", what, i,
+                       (double)p->std[i]);
             return EB_ERR_INVALID;
         }
     if (p->height != image_size || p->width != image_size) {
-        set_err(err, err_len,
-                "%s: size %dx%d differs from the model's image_size %d; the model needs "
-                "%dx%d inputs",
-                what, p->width, p->height, image_size, image_size, image_size);
+        eb_set_err(err, err_len,
+                   "%s: size %dx%d differs from the model's image_size %d; the model needs "
+                   "%dx%d inputs",
+                   what, p->width, p->height, image_size, image_size, image_size);
         return EB_ERR_UNSUPPORTED;
     }
     return EB_OK;

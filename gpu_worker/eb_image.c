@@ -17,6 +17,7 @@
  * is decoded. Truncation is an error, as in Pillow (LOAD_TRUNCATED_IMAGES is off by default).
  */
 #include "eb_image.h"
+#include "eb_status.h"
 
 #include <spng.h>
 #include <stdarg.h>
@@ -29,50 +30,36 @@
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || err_len == 0) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 /* Checks the header's dimensions against the limits before anything is allocated. */
 static eb_status check_size(const char *what, uint64_t w, uint64_t h, const eb_image_options *o,
                             char *err, size_t err_len)
 {
     if (w == 0 || h == 0) {
-        set_err(err, err_len, "%s image is %llux%llu pixels: empty image; send a real picture",
-                what, (unsigned long long)w, (unsigned long long)h);
+        eb_set_err(err, err_len, "%s image is %llux%llu pixels: empty image; send a real picture",
+                   what, (unsigned long long)w, (unsigned long long)h);
         return EB_ERR_INVALID;
     }
     if (w > EB_IMAGE_MAX_SIDE || h > EB_IMAGE_MAX_SIDE) {
-        set_err(err, err_len,
-                "%s image is %llux%llu pixels, a side longer than %d; downscale it before "
-                "sending", what, (unsigned long long)w, (unsigned long long)h,
-                EB_IMAGE_MAX_SIDE);
+        eb_set_err(err, err_len,
+                   "%s image is %llux%llu pixels, a side longer than %d; downscale it before "
+                   "sending", what, (unsigned long long)w, (unsigned long long)h,
+                   EB_IMAGE_MAX_SIDE);
         return EB_ERR_TOO_LARGE;
     }
     if (w * h > o->max_pixels) {
-        set_err(err, err_len,
-                "%s image is %llux%llu = %llu pixels, over the limit of %llu (max_pixels); "
-                "downscale it before sending",
-                what, (unsigned long long)w, (unsigned long long)h,
-                (unsigned long long)(w * h), (unsigned long long)o->max_pixels);
+        eb_set_err(err, err_len,
+                   "%s image is %llux%llu = %llu pixels, over the limit of %llu (max_pixels); "
+                   "downscale it before sending",
+                   what, (unsigned long long)w, (unsigned long long)h,
+                   (unsigned long long)(w * h), (unsigned long long)o->max_pixels);
         return EB_ERR_TOO_LARGE;
     }
     if (w < (uint64_t)o->min_side || h < (uint64_t)o->min_side) {
-        set_err(err, err_len,
-                "%s image is %llux%llu pixels, smaller than the minimum %dx%d; send an image "
-                "at least %d pixels on each side",
-                what, (unsigned long long)w, (unsigned long long)h, o->min_side, o->min_side,
-                o->min_side);
+        eb_set_err(err, err_len,
+                   "%s image is %llux%llu pixels, smaller than the minimum %dx%d; send an image "
+                   "at least %d pixels on each side",
+                   what, (unsigned long long)w, (unsigned long long)h, o->min_side, o->min_side,
+                   o->min_side);
         return EB_ERR_INVALID;
     }
     return EB_OK;
@@ -155,14 +142,14 @@ static eb_status decode_jpeg(const uint8_t *bytes, size_t len, const eb_image_op
     uint8_t *samples = NULL; /* gray or CMYK samples before conversion; NULL for RGB */
     tjhandle tj = tjInitDecompress();
     if (!tj) {
-        set_err(err, err_len, "JPEG decoder could not start: %s", tjGetErrorStr2(NULL));
+        eb_set_err(err, err_len, "JPEG decoder could not start: %s", tjGetErrorStr2(NULL));
         return EB_ERR_NOMEM;
     }
     int w = 0, h = 0, subsamp = 0, cs = 0;
     if (tjDecompressHeader3(tj, bytes, (unsigned long)len, &w, &h, &subsamp, &cs) != 0 &&
         !jpeg_benign_warning(tj)) {
-        set_err(err, err_len, "JPEG header could not be read (%zu bytes): %s; the file is "
-                "truncated or not a valid JPEG", len, tjGetErrorStr2(tj));
+        eb_set_err(err, err_len, "JPEG header could not be read (%zu bytes): %s; the file is "
+                   "truncated or not a valid JPEG", len, tjGetErrorStr2(tj));
         st = EB_ERR_DECODE;
         goto done;
     }
@@ -183,7 +170,7 @@ static eb_status decode_jpeg(const uint8_t *bytes, size_t len, const eb_image_op
         samples = malloc((size_t)w * h * channels);
     }
     if (!rgb || (channels != 3 && !samples)) {
-        set_err(err, err_len, "out of memory decoding a %dx%d JPEG", w, h);
+        eb_set_err(err, err_len, "out of memory decoding a %dx%d JPEG", w, h);
         st = EB_ERR_NOMEM;
         goto done;
     }
@@ -195,9 +182,9 @@ static eb_status decode_jpeg(const uint8_t *bytes, size_t len, const eb_image_op
     if (tjDecompress2(tj, bytes, (unsigned long)len, dst, w, 0, h, pf, flags) != 0 &&
         !jpeg_benign_warning(tj)) {
         bool truncated = strstr(tjGetErrorStr2(tj), "Premature end") != NULL;
-        set_err(err, err_len, "JPEG data is %s (%dx%d, %zu bytes): %s; send the complete, "
-                "undamaged file", truncated ? "truncated" : "corrupt", w, h, len,
-                tjGetErrorStr2(tj));
+        eb_set_err(err, err_len, "JPEG data is %s (%dx%d, %zu bytes): %s; send the complete, "
+                   "undamaged file", truncated ? "truncated" : "corrupt", w, h, len,
+                   tjGetErrorStr2(tj));
         st = EB_ERR_DECODE;
         goto done;
     }
@@ -401,7 +388,7 @@ static eb_status decode_png(const uint8_t *bytes, size_t len, const eb_image_opt
     memset(&pi, 0, sizeof(pi));
     spng_ctx *ctx = spng_ctx_new(0);
     if (!ctx) {
-        set_err(err, err_len, "PNG decoder could not start: out of memory");
+        eb_set_err(err, err_len, "PNG decoder could not start: out of memory");
         return EB_ERR_NOMEM;
     }
     /* Ancillary chunks (text, ICC profiles) are not needed; bound what they may cost. */
@@ -411,8 +398,8 @@ static eb_status decode_png(const uint8_t *bytes, size_t len, const eb_image_opt
         r = spng_get_ihdr(ctx, &pi.ihdr);
     }
     if (r != 0) {
-        set_err(err, err_len, "PNG header could not be read (%zu bytes): %s; the file is "
-                "truncated or not a valid PNG", len, spng_strerror(r));
+        eb_set_err(err, err_len, "PNG header could not be read (%zu bytes): %s; the file is "
+                   "truncated or not a valid PNG", len, spng_strerror(r));
         st = EB_ERR_DECODE;
         goto done;
     }
@@ -424,7 +411,7 @@ static eb_status decode_png(const uint8_t *bytes, size_t len, const eb_image_opt
     size_t raw_len = 0;
     r = spng_decoded_image_size(ctx, SPNG_FMT_RAW, &raw_len);
     if (r != 0) {
-        set_err(err, err_len, "PNG %dx%d cannot be decoded: %s", w, h, spng_strerror(r));
+        eb_set_err(err, err_len, "PNG %dx%d cannot be decoded: %s", w, h, spng_strerror(r));
         st = EB_ERR_DECODE;
         goto done;
     }
@@ -435,7 +422,7 @@ static eb_status decode_png(const uint8_t *bytes, size_t len, const eb_image_opt
     raw = malloc(by_row ? stride : raw_len);
     rgb = alloc_rgb(w, h);
     if (!raw || !rgb) {
-        set_err(err, err_len, "out of memory decoding a %dx%d PNG", w, h);
+        eb_set_err(err, err_len, "out of memory decoding a %dx%d PNG", w, h);
         st = EB_ERR_NOMEM;
         goto done;
     }
@@ -449,8 +436,8 @@ static eb_status decode_png(const uint8_t *bytes, size_t len, const eb_image_opt
     if (pi.ihdr.color_type == SPNG_COLOR_TYPE_INDEXED) {
         r = spng_get_plte(ctx, &pi.plte);
         if (r != 0) {
-            set_err(err, err_len, "palette PNG (%dx%d) has no usable PLTE chunk: %s", w, h,
-                    spng_strerror(r));
+            eb_set_err(err, err_len, "palette PNG (%dx%d) has no usable PLTE chunk: %s", w, h,
+                       spng_strerror(r));
             st = EB_ERR_DECODE;
             goto done;
         }
@@ -475,8 +462,8 @@ static eb_status decode_png(const uint8_t *bytes, size_t len, const eb_image_opt
     rgb = NULL;
     goto done;
 corrupt:
-    set_err(err, err_len, "PNG data is truncated or corrupt (%dx%d, %zu bytes): %s; send the "
-            "complete, undamaged file", w, h, len, spng_strerror(r));
+    eb_set_err(err, err_len, "PNG data is truncated or corrupt (%dx%d, %zu bytes): %s; send the "
+               "complete, undamaged file", w, h, len, spng_strerror(r));
     st = EB_ERR_DECODE;
 done:
     free(raw);
@@ -514,13 +501,13 @@ static eb_status decode_webp(const uint8_t *bytes, size_t len, const eb_image_op
 {
     WebPDecoderConfig cfg;
     if (!WebPInitDecoderConfig(&cfg)) {
-        set_err(err, err_len, "WebP decoder could not start: library version mismatch");
+        eb_set_err(err, err_len, "WebP decoder could not start: library version mismatch");
         return EB_ERR_INTERNAL;
     }
     VP8StatusCode s = WebPGetFeatures(bytes, len, &cfg.input);
     if (s != VP8_STATUS_OK) {
-        set_err(err, err_len, "WebP header could not be read (%zu bytes): %s; the file is "
-                "truncated or not a valid WebP", len, webp_status_str(s));
+        eb_set_err(err, err_len, "WebP header could not be read (%zu bytes): %s; the file is "
+                   "truncated or not a valid WebP", len, webp_status_str(s));
         return EB_ERR_DECODE;
     }
     int w = cfg.input.width, h = cfg.input.height;
@@ -529,8 +516,8 @@ static eb_status decode_webp(const uint8_t *bytes, size_t len, const eb_image_op
         return st;
     }
     if (cfg.input.has_animation) {
-        set_err(err, err_len, "WebP image (%dx%d) is animated; animated WebP is not supported, "
-                "send a single frame as PNG, JPEG or still WebP", w, h);
+        eb_set_err(err, err_len, "WebP image (%dx%d) is animated; animated WebP is not supported, "
+                   "send a single frame as PNG, JPEG or still WebP", w, h);
         return EB_ERR_UNSUPPORTED;
     }
     /* Pillow decodes through libwebp's animation decoder, which writes non-premultiplied RGBA
@@ -539,7 +526,7 @@ static eb_status decode_webp(const uint8_t *bytes, size_t len, const eb_image_op
     int channels = alpha ? 4 : 3;
     uint8_t *buf = malloc((size_t)w * h * channels);
     if (!buf) {
-        set_err(err, err_len, "out of memory decoding a %dx%d WebP", w, h);
+        eb_set_err(err, err_len, "out of memory decoding a %dx%d WebP", w, h);
         return EB_ERR_NOMEM;
     }
     cfg.output.colorspace = alpha ? MODE_RGBA : MODE_RGB;
@@ -551,8 +538,8 @@ static eb_status decode_webp(const uint8_t *bytes, size_t len, const eb_image_op
     WebPFreeDecBuffer(&cfg.output);
     if (s != VP8_STATUS_OK) {
         free(buf);
-        set_err(err, err_len, "WebP data is truncated or corrupt (%dx%d, %zu bytes): %s; send "
-                "the complete, undamaged file", w, h, len, webp_status_str(s));
+        eb_set_err(err, err_len, "WebP data is truncated or corrupt (%dx%d, %zu bytes): %s; send "
+                   "the complete, undamaged file", w, h, len, webp_status_str(s));
         return EB_ERR_DECODE;
     }
     if (alpha) {
@@ -646,39 +633,39 @@ eb_status eb_image_decode(const uint8_t *bytes, size_t len, eb_image_format fmt,
                           const eb_image_options *opt, eb_image *out, char *err, size_t err_len)
 {
     if (!out) {
-        set_err(err, err_len, "eb_image_decode: no output image given");
+        eb_set_err(err, err_len, "eb_image_decode: no output image given");
         return EB_ERR_INVALID;
     }
     memset(out, 0, sizeof(*out));
-    set_err(err, err_len, "%s", "");
+    eb_set_err(err, err_len, "%s", "");
     eb_image_options o;
     options_or_default(opt, &o);
     if (len == 0 || !bytes) {
-        set_err(err, err_len, "image is empty (0 bytes); send the file's contents");
+        eb_set_err(err, err_len, "image is empty (0 bytes); send the file's contents");
         return EB_ERR_DECODE;
     }
     if (len > o.max_encoded_bytes) {
-        set_err(err, err_len, "image is %zu bytes, over the limit of %zu (max_encoded_bytes); "
-                "send a smaller file", len, o.max_encoded_bytes);
+        eb_set_err(err, err_len, "image is %zu bytes, over the limit of %zu (max_encoded_bytes); "
+                   "send a smaller file", len, o.max_encoded_bytes);
         return EB_ERR_TOO_LARGE;
     }
     if (fmt == EB_IMAGE_RAW_RGB8) {
-        set_err(err, err_len, "raw RGB8 needs its width and height; use "
-                "eb_image_from_raw_rgb8");
+        eb_set_err(err, err_len, "raw RGB8 needs its width and height; use "
+                   "eb_image_from_raw_rgb8");
         return EB_ERR_INVALID;
     }
     eb_image_format sniffed = eb_image_sniff(bytes, len);
     char head[40];
     first_bytes(bytes, len, head, sizeof(head));
     if (sniffed == EB_IMAGE_AUTO) {
-        set_err(err, err_len, "unknown image format (first bytes %s); send JPEG, PNG or WebP, "
-                "or raw RGB8 with its width and height", head);
+        eb_set_err(err, err_len, "unknown image format (first bytes %s); send JPEG, PNG or WebP, "
+                   "or raw RGB8 with its width and height", head);
         return EB_ERR_DECODE;
     }
     if (fmt != EB_IMAGE_AUTO && fmt != sniffed) {
-        set_err(err, err_len, "image was declared %s but its bytes are %s (first bytes %s); "
-                "declare the right format or use auto", eb_image_format_name(fmt),
-                eb_image_format_name(sniffed), head);
+        eb_set_err(err, err_len, "image was declared %s but its bytes are %s (first bytes %s); "
+                   "declare the right format or use auto", eb_image_format_name(fmt),
+                   eb_image_format_name(sniffed), head);
         return EB_ERR_DECODE;
     }
     eb_status st;
@@ -704,20 +691,20 @@ eb_status eb_image_from_raw_rgb8(const uint8_t *bytes, size_t len, int width, in
                                  size_t err_len)
 {
     if (!out) {
-        set_err(err, err_len, "eb_image_from_raw_rgb8: no output image given");
+        eb_set_err(err, err_len, "eb_image_from_raw_rgb8: no output image given");
         return EB_ERR_INVALID;
     }
     memset(out, 0, sizeof(*out));
-    set_err(err, err_len, "%s", "");
+    eb_set_err(err, err_len, "%s", "");
     eb_image_options o;
     options_or_default(opt, &o);
     if (width < 0 || height < 0) {
-        set_err(err, err_len, "raw RGB8 image has a negative size %dx%d", width, height);
+        eb_set_err(err, err_len, "raw RGB8 image has a negative size %dx%d", width, height);
         return EB_ERR_INVALID;
     }
     if (len > o.max_encoded_bytes) {
-        set_err(err, err_len, "raw RGB8 image is %zu bytes, over the limit of %zu "
-                "(max_encoded_bytes); send a smaller image", len, o.max_encoded_bytes);
+        eb_set_err(err, err_len, "raw RGB8 image is %zu bytes, over the limit of %zu "
+                   "(max_encoded_bytes); send a smaller image", len, o.max_encoded_bytes);
         return EB_ERR_TOO_LARGE;
     }
     eb_status st = check_size("raw RGB8", (uint64_t)width, (uint64_t)height, &o, err, err_len);
@@ -726,14 +713,14 @@ eb_status eb_image_from_raw_rgb8(const uint8_t *bytes, size_t len, int width, in
     }
     uint64_t want = (uint64_t)width * (uint64_t)height * 3;
     if (!bytes || (uint64_t)len != want) {
-        set_err(err, err_len, "raw RGB8 image of %dx%d needs %llu bytes, got %zu; send "
-                "width*height*3 bytes, rows top to bottom, R G B per pixel", width, height,
-                (unsigned long long)want, len);
+        eb_set_err(err, err_len, "raw RGB8 image of %dx%d needs %llu bytes, got %zu; send "
+                   "width*height*3 bytes, rows top to bottom, R G B per pixel", width, height,
+                   (unsigned long long)want, len);
         return EB_ERR_INVALID;
     }
     uint8_t *rgb = alloc_rgb(width, height);
     if (!rgb) {
-        set_err(err, err_len, "out of memory copying a %dx%d raw image", width, height);
+        eb_set_err(err, err_len, "out of memory copying a %dx%d raw image", width, height);
         return EB_ERR_NOMEM;
     }
     memcpy(rgb, bytes, len);

@@ -18,6 +18,7 @@
  * max_batch rows instead of all tokens.
  */
 #include "eb_qwen3.h"
+#include "eb_status.h"
 #include "eb_weights.h"
 
 #include <math.h>
@@ -63,19 +64,6 @@ struct eb_qwen3 {
     int32_t *seq_len;   // (Bm)
 };
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || !err_len)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- config ----------------------------------------------------------------------------------- */
 
 // rope_scaling / rope_parameters: only the default (unscaled) RoPE is implemented.
@@ -85,17 +73,17 @@ static eb_status check_rope_type(const cJSON *obj, const char *key, char *err, s
     if (!r || cJSON_IsNull(r))
         return EB_OK;
     if (!cJSON_IsObject(r)) {
-        set_err(err, err_len, "config.json: \"%s\" must be an object or null", key);
+        eb_set_err(err, err_len, "config.json: \"%s\" must be an object or null", key);
         return EB_ERR_INVALID;
     }
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(r, "rope_type");
     if (!t)
         t = cJSON_GetObjectItemCaseSensitive(r, "type");
     if (t && (!cJSON_IsString(t) || strcmp(t->valuestring, "default") != 0)) {
-        set_err(err, err_len,
-                "config.json: %s.rope_type \"%s\" is not supported; only the default RoPE is "
-                "implemented",
-                key, cJSON_IsString(t) ? t->valuestring : "?");
+        eb_set_err(err, err_len,
+                   "config.json: %s.rope_type \"%s\" is not supported; only the default RoPE is "
+                   "implemented",
+                   key, cJSON_IsString(t) ? t->valuestring : "?");
         return EB_ERR_UNSUPPORTED;
     }
     return EB_OK;
@@ -106,7 +94,7 @@ eb_status eb_qwen3_parse_config(const cJSON *root, eb_qwen3_config *cfg, char *e
 {
     const char *what = "config.json";
     if (!cJSON_IsObject(root)) {
-        set_err(err, err_len, "config.json: the root must be an object");
+        eb_set_err(err, err_len, "config.json: the root must be an object");
         return EB_ERR_INVALID;
     }
     const char *model_type = NULL, *act = NULL;
@@ -114,8 +102,8 @@ eb_status eb_qwen3_parse_config(const cJSON *root, eb_qwen3_config *cfg, char *e
     if (st)
         return st;
     if (model_type && strcmp(model_type, "qwen3") != 0) {
-        set_err(err, err_len, "config.json: model_type \"%s\" is not a Qwen3 model (want \"qwen3\")",
-                model_type);
+        eb_set_err(err, err_len, "config.json: model_type \"%s\" is not a Qwen3 model (want \"qwen3\")",
+                   model_type);
         return EB_ERR_UNSUPPORTED;
     }
     memset(cfg, 0, sizeof(*cfg));
@@ -142,8 +130,8 @@ eb_status eb_qwen3_parse_config(const cJSON *root, eb_qwen3_config *cfg, char *e
         (st = eb_json_get_string(root, what, "hidden_act", "silu", &act, err, err_len)))
         return st;
     if (strcmp(act, "silu") != 0) {
-        set_err(err, err_len, "config.json: hidden_act \"%s\" is not supported; Qwen3 uses silu",
-                act);
+        eb_set_err(err, err_len, "config.json: hidden_act \"%s\" is not supported; Qwen3 uses silu",
+                   act);
         return EB_ERR_UNSUPPORTED;
     }
     // transformers 4.x writes rope_theta at the root; 5.x may nest it in rope_parameters.
@@ -168,21 +156,21 @@ eb_status eb_qwen3_parse_config(const cJSON *root, eb_qwen3_config *cfg, char *e
             sliding = true;
     }
     if (sliding) {
-        set_err(err, err_len,
-                "config.json: sliding-window attention (use_sliding_window / layer_types) is "
-                "not supported; only full causal attention is implemented");
+        eb_set_err(err, err_len,
+                   "config.json: sliding-window attention (use_sliding_window / layer_types) is "
+                   "not supported; only full causal attention is implemented");
         return EB_ERR_UNSUPPORTED;
     }
     if (cfg->heads % cfg->kv_heads) {
-        set_err(err, err_len,
-                "config.json: num_attention_heads %lld is not a multiple of num_key_value_heads "
-                "%lld",
-                (long long)cfg->heads, (long long)cfg->kv_heads);
+        eb_set_err(err, err_len,
+                   "config.json: num_attention_heads %lld is not a multiple of num_key_value_heads "
+                   "%lld",
+                   (long long)cfg->heads, (long long)cfg->kv_heads);
         return EB_ERR_INVALID;
     }
     if (cfg->head_dim % 2) {
-        set_err(err, err_len, "config.json: head_dim %lld must be even for RoPE",
-                (long long)cfg->head_dim);
+        eb_set_err(err, err_len, "config.json: head_dim %lld must be even for RoPE",
+                   (long long)cfg->head_dim);
         return EB_ERR_INVALID;
     }
     return EB_OK;
@@ -315,31 +303,31 @@ eb_qwen3 *eb_qwen3_load(eb_backend *be, const eb_checkpoint *ck, const eb_qwen3_
                         char *err, size_t err_len)
 {
     if (!be || !ck || !params) {
-        set_err(err, err_len, "cannot load Qwen3: missing backend, checkpoint or parameters");
+        eb_set_err(err, err_len, "cannot load Qwen3: missing backend, checkpoint or parameters");
         return NULL;
     }
     eb_qwen3 *m = calloc(1, sizeof(*m));
     plan p = {0};
     if (!m) {
-        set_err(err, err_len, "cannot load Qwen3: out of memory");
+        eb_set_err(err, err_len, "cannot load Qwen3: out of memory");
         return NULL;
     }
     m->be = be;
     m->params = *params;
     char cerr[512];
     if (eb_qwen3_parse_config(eb_checkpoint_config(ck), &m->cfg, cerr, sizeof(cerr)) != EB_OK) {
-        set_err(err, err_len, "cannot load Qwen3 from \"%s\": %s", eb_checkpoint_dir(ck), cerr);
+        eb_set_err(err, err_len, "cannot load Qwen3 from \"%s\": %s", eb_checkpoint_dir(ck), cerr);
         goto fail;
     }
     eb_qwen3_params *pp = &m->params;
     if (pp->max_batch < 1 || pp->max_tokens < 1 || pp->max_tokens > m->cfg.max_positions ||
         pp->max_total_tokens < 0 ||
         (pp->layout != EB_QWEN3_LAYOUT_PACKED && pp->layout != EB_QWEN3_LAYOUT_PADDED)) {
-        set_err(err, err_len,
-                "cannot load Qwen3: max_batch %lld must be >= 1, max_tokens %lld must be in "
-                "1..%lld (max_position_embeddings), max_total_tokens %lld >= 0",
-                (long long)pp->max_batch, (long long)pp->max_tokens,
-                (long long)m->cfg.max_positions, (long long)pp->max_total_tokens);
+        eb_set_err(err, err_len,
+                   "cannot load Qwen3: max_batch %lld must be >= 1, max_tokens %lld must be in "
+                   "1..%lld (max_position_embeddings), max_total_tokens %lld >= 0",
+                   (long long)pp->max_batch, (long long)pp->max_tokens,
+                   (long long)m->cfg.max_positions, (long long)pp->max_total_tokens);
         goto fail;
     }
     if (pp->max_total_tokens == 0)
@@ -347,23 +335,23 @@ eb_qwen3 *eb_qwen3_load(eb_backend *be, const eb_checkpoint *ck, const eb_qwen3_
     if (pp->max_total_tokens < pp->max_tokens)
         pp->max_total_tokens = pp->max_tokens; // one full-length sequence must always fit
     if (pp->max_total_tokens > INT32_MAX / 2) {
-        set_err(err, err_len, "cannot load Qwen3: max_total_tokens %lld is too large",
-                (long long)pp->max_total_tokens);
+        eb_set_err(err, err_len, "cannot load Qwen3: max_total_tokens %lld is too large",
+                   (long long)pp->max_total_tokens);
         goto fail;
     }
     static const eb_op needed[] = {EB_OP_RMSNORM, EB_OP_SILU_MUL, EB_OP_ROPE,   EB_OP_L2NORM,
                                    EB_OP_GET_ROWS, EB_OP_COPY_ROWS, EB_OP_POOL_LAST};
     for (size_t i = 0; i < sizeof(needed) / sizeof(needed[0]); i++)
         if (!be->iface.supports(be, needed[i], 0)) {
-            set_err(err, err_len, "cannot load Qwen3: backend %s lacks op %s", be->name,
-                    eb_op_name(needed[i]));
+            eb_set_err(err, err_len, "cannot load Qwen3: backend %s lacks op %s", be->name,
+                       eb_op_name(needed[i]));
             goto fail;
         }
     if (!be->iface.supports(be, EB_OP_MATMUL, EB_MATMUL_ACCUMULATE) ||
         !be->iface.supports(be, EB_OP_ATTENTION, EB_ATTN_CAUSAL)) {
-        set_err(err, err_len,
-                "cannot load Qwen3: backend %s lacks matmul with accumulate or causal attention",
-                be->name);
+        eb_set_err(err, err_len,
+                   "cannot load Qwen3: backend %s lacks matmul with accumulate or causal attention",
+                   be->name);
         goto fail;
     }
     m->layers = calloc((size_t)(m->cfg.layers ? m->cfg.layers : 1), sizeof(*m->layers));
@@ -371,7 +359,7 @@ eb_qwen3 *eb_qwen3_load(eb_backend *be, const eb_checkpoint *ck, const eb_qwen3_
     m->seq_off = calloc((size_t)pp->max_batch, sizeof(int32_t));
     m->seq_len = calloc((size_t)pp->max_batch, sizeof(int32_t));
     if (!m->layers || !m->host_ids || !m->seq_off || !m->seq_len) {
-        set_err(err, err_len, "cannot load Qwen3: out of memory");
+        eb_set_err(err, err_len, "cannot load Qwen3: out of memory");
         goto fail;
     }
     const eb_safetensors *st = eb_checkpoint_weights(ck);
@@ -390,10 +378,10 @@ eb_qwen3 *eb_qwen3_load(eb_backend *be, const eb_checkpoint *ck, const eb_qwen3_
     size_t act_bytes = carve_all(m, NULL);
     m->abuf = be->iface.buffer_alloc(be, act_bytes, EB_BUFFER_ACTIVATIONS);
     if (!m->abuf) {
-        set_err(err, err_len,
-                "cannot load Qwen3: allocating %zu bytes of activations for %lld tokens on %s "
-                "failed (lower max_total_tokens or max_batch)",
-                act_bytes, (long long)pp->max_total_tokens, be->name);
+        eb_set_err(err, err_len,
+                   "cannot load Qwen3: allocating %zu bytes of activations for %lld tokens on %s "
+                   "failed (lower max_total_tokens or max_batch)",
+                   act_bytes, (long long)pp->max_total_tokens, be->name);
         goto fail;
     }
     carve_all(m, m->abuf);
@@ -413,8 +401,8 @@ eb_qwen3 *eb_qwen3_load(eb_backend *be, const eb_checkpoint *ck, const eb_qwen3_
     };
     eb_status rs = be->iface.reserve(be, &lim);
     if (rs != EB_OK) {
-        set_err(err, err_len, "cannot load Qwen3: reserving backend scratch failed: %s",
-                eb_status_str(rs));
+        eb_set_err(err, err_len, "cannot load Qwen3: reserving backend scratch failed: %s",
+                   eb_status_str(rs));
         goto fail;
     }
     return m;
@@ -463,12 +451,12 @@ size_t eb_qwen3_activation_bytes(const eb_qwen3 *m)
 
 /* ---- forward ---------------------------------------------------------------------------------- */
 
-#define OP(call, what_)                                                                             \
+#define OP(call, what_)                                                                            \
     do {                                                                                           \
         eb_status op_status_ = (call);                                                             \
         if (op_status_ != EB_OK) {                                                                 \
-            set_err(err, err_len, "Qwen3 %s failed on backend %s: %s", what_, m->be->name,        \
-                    eb_status_str(op_status_));                                                    \
+            eb_set_err(err, err_len, "Qwen3 %s failed on backend %s: %s", what_, m->be->name,      \
+                       eb_status_str(op_status_));                                                 \
             return op_status_;                                                                     \
         }                                                                                          \
     } while (0)
@@ -612,44 +600,44 @@ eb_status eb_qwen3_embed(eb_qwen3 *m, const int32_t *ids, const int32_t *lens, i
     const eb_qwen3_params *pp = &m->params;
     const eb_qwen3_config *c = &m->cfg;
     if (!ids || !lens || !out) {
-        set_err(err, err_len, "Qwen3 embed: ids, lens and out must not be NULL");
+        eb_set_err(err, err_len, "Qwen3 embed: ids, lens and out must not be NULL");
         return EB_ERR_INVALID;
     }
     if (B < 1 || B > pp->max_batch) {
-        set_err(err, err_len, "Qwen3 batch of %lld texts is outside 1..%lld (max_batch)",
-                (long long)B, (long long)pp->max_batch);
+        eb_set_err(err, err_len, "Qwen3 batch of %lld texts is outside 1..%lld (max_batch)",
+                   (long long)B, (long long)pp->max_batch);
         return B > pp->max_batch ? EB_ERR_TOO_LARGE : EB_ERR_INVALID;
     }
     if (dim == 0)
         dim = c->hidden;
     if (dim < (c->hidden < 32 ? c->hidden : 32) || dim > c->hidden) {
-        set_err(err, err_len, "Qwen3 output dimension %lld is outside 32..%lld (hidden_size)",
-                (long long)dim, (long long)c->hidden);
+        eb_set_err(err, err_len, "Qwen3 output dimension %lld is outside 32..%lld (hidden_size)",
+                   (long long)dim, (long long)c->hidden);
         return EB_ERR_INVALID;
     }
     int64_t total = 0, longest = 0;
     for (int64_t b = 0; b < B; b++) {
         if (lens[b] < 1) {
-            set_err(err, err_len,
-                    "Qwen3 text %lld of the batch has %d tokens; every text needs at least one "
-                    "(append the end-of-text id)",
-                    (long long)b, (int)lens[b]);
+            eb_set_err(err, err_len,
+                       "Qwen3 text %lld of the batch has %d tokens; every text needs at least one "
+                       "(append the end-of-text id)",
+                       (long long)b, (int)lens[b]);
             return EB_ERR_INVALID;
         }
         if (lens[b] > pp->max_tokens) {
-            set_err(err, err_len,
-                    "Qwen3 text %lld of the batch has %d tokens, more than max_tokens %lld "
-                    "(truncate it or raise the limit)",
-                    (long long)b, (int)lens[b], (long long)pp->max_tokens);
+            eb_set_err(err, err_len,
+                       "Qwen3 text %lld of the batch has %d tokens, more than max_tokens %lld "
+                       "(truncate it or raise the limit)",
+                       (long long)b, (int)lens[b], (long long)pp->max_tokens);
             return EB_ERR_TOO_LARGE;
         }
         for (int32_t i = 0; i < lens[b]; i++) {
             int32_t id = ids[total + i];
             if (id < 0 || id >= c->vocab) {
-                set_err(err, err_len,
-                        "Qwen3 text %lld of the batch: token %d has id %d outside the "
-                        "vocabulary 0..%lld",
-                        (long long)b, (int)i, (int)id, (long long)(c->vocab - 1));
+                eb_set_err(err, err_len,
+                           "Qwen3 text %lld of the batch: token %d has id %d outside the "
+                           "vocabulary 0..%lld",
+                           (long long)b, (int)i, (int)id, (long long)(c->vocab - 1));
                 return EB_ERR_INVALID;
             }
         }
@@ -659,10 +647,10 @@ eb_status eb_qwen3_embed(eb_qwen3 *m, const int32_t *ids, const int32_t *lens, i
     bool padded = pp->layout == EB_QWEN3_LAYOUT_PADDED;
     batch bt = {.B = B, .M = padded ? B * longest : total, .T = padded ? longest : 0};
     if (bt.M > pp->max_total_tokens) {
-        set_err(err, err_len,
-                "Qwen3 batch needs %lld token rows, more than max_total_tokens %lld (split the "
-                "batch)",
-                (long long)bt.M, (long long)pp->max_total_tokens);
+        eb_set_err(err, err_len,
+                   "Qwen3 batch needs %lld token rows, more than max_total_tokens %lld (split the "
+                   "batch)",
+                   (long long)bt.M, (long long)pp->max_total_tokens);
         return EB_ERR_TOO_LARGE;
     }
     eb_backend *be = m->be;

@@ -6,6 +6,7 @@
  * and the loader converts from there straight into the backend's weight buffer.
  */
 #include "eb_safetensors.h"
+#include "eb_status.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -32,19 +33,6 @@ struct eb_safetensors {
     size_t n_tensors;
     size_t cap_tensors;
 };
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || !err_len)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 typedef struct dtype_info {
     const char *name;
@@ -132,7 +120,7 @@ static eb_status add_file(eb_safetensors *st, const char *path, char *err, size_
 {
     st_file *files = realloc(st->files, (st->n_files + 1) * sizeof(*files));
     if (!files) {
-        set_err(err, err_len, "cannot open model \"%s\": out of memory", path);
+        eb_set_err(err, err_len, "cannot open model \"%s\": out of memory", path);
         return EB_ERR_NOMEM;
     }
     st->files = files;
@@ -140,7 +128,7 @@ static eb_status add_file(eb_safetensors *st, const char *path, char *err, size_
     memset(f, 0, sizeof(*f));
     f->path = strdup(path);
     if (!f->path) {
-        set_err(err, err_len, "cannot open model \"%s\": out of memory", path);
+        eb_set_err(err, err_len, "cannot open model \"%s\": out of memory", path);
         return EB_ERR_NOMEM;
     }
     st->n_files++;
@@ -148,28 +136,28 @@ static eb_status add_file(eb_safetensors *st, const char *path, char *err, size_
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        set_err(err, err_len, "cannot open model \"%s\": %s", path, strerror(e));
+        eb_set_err(err, err_len, "cannot open model \"%s\": %s", path, strerror(e));
         return e == ENOENT ? EB_ERR_NOT_FOUND : EB_ERR_IO;
     }
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        set_err(err, err_len, "cannot open model \"%s\": not a regular file", path);
+        eb_set_err(err, err_len, "cannot open model \"%s\": not a regular file", path);
         close(fd);
         return EB_ERR_IO;
     }
     size_t size = (size_t)sb.st_size;
     if (size < 8) {
-        set_err(err, err_len,
-                "cannot open model \"%s\": file is %zu bytes, too short for the 8-byte header "
-                "length of a safetensors file",
-                path, size);
+        eb_set_err(err, err_len,
+                   "cannot open model \"%s\": file is %zu bytes, too short for the 8-byte header "
+                   "length of a safetensors file",
+                   path, size);
         close(fd);
         return EB_ERR_INVALID;
     }
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (map == MAP_FAILED) {
-        set_err(err, err_len, "cannot open model \"%s\": mmap failed: %s", path, strerror(errno));
+        eb_set_err(err, err_len, "cannot open model \"%s\": mmap failed: %s", path, strerror(errno));
         return EB_ERR_IO;
     }
     f->map = map;
@@ -180,15 +168,16 @@ static eb_status add_file(eb_safetensors *st, const char *path, char *err, size_
     for (int i = 7; i >= 0; i--)
         header_len = header_len << 8 | bytes[i];
     if (header_len > size - 8) {
-        set_err(err, err_len,
-                "cannot open model \"%s\": header length %llu exceeds file size %zu (truncated or "
-                "not a safetensors file)",
-                path, (unsigned long long)header_len, size);
+        eb_set_err(
+            err, err_len,
+            "cannot open model \"%s\": header length %llu exceeds file size %zu (truncated or "
+            "not a safetensors file)",
+            path, (unsigned long long)header_len, size);
         return EB_ERR_INVALID;
     }
     if (header_len > EB_ST_MAX_HEADER) {
-        set_err(err, err_len, "cannot open model \"%s\": header length %llu exceeds the limit %u",
-                path, (unsigned long long)header_len, EB_ST_MAX_HEADER);
+        eb_set_err(err, err_len, "cannot open model \"%s\": header length %llu exceeds the limit %u",
+                   path, (unsigned long long)header_len, EB_ST_MAX_HEADER);
         return EB_ERR_INVALID;
     }
     const char *header = (const char *)bytes + 8;
@@ -199,10 +188,10 @@ static eb_status add_file(eb_safetensors *st, const char *path, char *err, size_
     cJSON *root = cJSON_ParseWithLengthOpts(header, (size_t)header_len, &parse_end, false);
     if (!root || !cJSON_IsObject(root)) {
         size_t at = parse_end && parse_end >= header ? (size_t)(parse_end - header) : 0;
-        set_err(err, err_len,
-                "cannot open model \"%s\": header is not a JSON object (parse error near byte "
-                "%zu of %llu)",
-                path, at, (unsigned long long)header_len);
+        eb_set_err(err, err_len,
+                   "cannot open model \"%s\": header is not a JSON object (parse error near byte "
+                   "%zu of %llu)",
+                   path, at, (unsigned long long)header_len);
         cJSON_Delete(root);
         return EB_ERR_INVALID;
     }
@@ -210,10 +199,11 @@ static eb_status add_file(eb_safetensors *st, const char *path, char *err, size_
     if (parse_end) {
         for (const char *p = parse_end; p < header + header_len; p++)
             if (*p != ' ' && *p != '\0' && *p != '\n' && *p != '\t' && *p != '\r') {
-                set_err(err, err_len,
-                        "cannot open model \"%s\": header has data after the JSON object at byte "
-                        "%zu",
-                        path, (size_t)(p - header));
+                eb_set_err(
+                    err, err_len,
+                    "cannot open model \"%s\": header has data after the JSON object at byte "
+                    "%zu",
+                    path, (size_t)(p - header));
                 cJSON_Delete(root);
                 return EB_ERR_INVALID;
             }
@@ -223,7 +213,7 @@ static eb_status add_file(eb_safetensors *st, const char *path, char *err, size_
     range *ranges = calloc(n_entries ? n_entries : 1, sizeof(*ranges));
     if (!ranges) {
         cJSON_Delete(root);
-        set_err(err, err_len, "cannot open model \"%s\": out of memory", path);
+        eb_set_err(err, err_len, "cannot open model \"%s\": out of memory", path);
         return EB_ERR_NOMEM;
     }
     size_t n_ranges = 0;
@@ -234,15 +224,15 @@ static eb_status add_file(eb_safetensors *st, const char *path, char *err, size_
     {
         const char *name = item->string;
         if (!name) {
-            set_err(err, err_len, "cannot open model \"%s\": header entry without a name", path);
+            eb_set_err(err, err_len, "cannot open model \"%s\": header entry without a name", path);
             status = EB_ERR_INVALID;
             break;
         }
         if (strcmp(name, "__metadata__") == 0)
             continue;
         if (!cJSON_IsObject(item)) {
-            set_err(err, err_len, "cannot open model \"%s\": tensor \"%s\": entry is not an object",
-                    path, name);
+            eb_set_err(err, err_len, "cannot open model \"%s\": tensor \"%s\": entry is not an object",
+                       path, name);
             status = EB_ERR_INVALID;
             break;
         }
@@ -251,18 +241,19 @@ static eb_status add_file(eb_safetensors *st, const char *path, char *err, size_
         const cJSON *jo = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
         const dtype_info *di = cJSON_IsString(jd) ? find_dtype(jd->valuestring) : NULL;
         if (!di) {
-            set_err(err, err_len, "cannot open model \"%s\": tensor \"%s\": unknown dtype %s%s%s",
-                    path, name, cJSON_IsString(jd) ? "\"" : "",
-                    cJSON_IsString(jd) ? jd->valuestring : "(missing)",
-                    cJSON_IsString(jd) ? "\"" : "");
+            eb_set_err(err, err_len, "cannot open model \"%s\": tensor \"%s\": unknown dtype %s%s%s",
+                       path, name, cJSON_IsString(jd) ? "\"" : "",
+                       cJSON_IsString(jd) ? jd->valuestring : "(missing)",
+                       cJSON_IsString(jd) ? "\"" : "");
             status = EB_ERR_INVALID;
             break;
         }
         if (!cJSON_IsArray(js) || cJSON_GetArraySize(js) > EB_ST_MAX_DIMS) {
-            set_err(err, err_len,
-                    "cannot open model \"%s\": tensor \"%s\": shape must be an array of at most %d "
-                    "integers",
-                    path, name, EB_ST_MAX_DIMS);
+            eb_set_err(
+                err, err_len,
+                "cannot open model \"%s\": tensor \"%s\": shape must be an array of at most %d "
+                "integers",
+                path, name, EB_ST_MAX_DIMS);
             status = EB_ERR_INVALID;
             break;
         }
@@ -270,7 +261,7 @@ static eb_status add_file(eb_safetensors *st, const char *path, char *err, size_
             size_t cap = st->cap_tensors ? st->cap_tensors * 2 : 64;
             eb_st_tensor *t = realloc(st->tensors, cap * sizeof(*t));
             if (!t) {
-                set_err(err, err_len, "cannot open model \"%s\": out of memory", path);
+                eb_set_err(err, err_len, "cannot open model \"%s\": out of memory", path);
                 status = EB_ERR_NOMEM;
                 break;
             }
@@ -295,10 +286,11 @@ static eb_status add_file(eb_safetensors *st, const char *path, char *err, size_
                 nelem *= v;
         }
         if (!shape_ok) {
-            set_err(err, err_len,
-                    "cannot open model \"%s\": tensor \"%s\": shape entries must be non-negative "
-                    "integers",
-                    path, name);
+            eb_set_err(
+                err, err_len,
+                "cannot open model \"%s\": tensor \"%s\": shape entries must be non-negative "
+                "integers",
+                path, name);
             status = EB_ERR_INVALID;
             break;
         }
@@ -306,19 +298,19 @@ static eb_status add_file(eb_safetensors *st, const char *path, char *err, size_
         if (!cJSON_IsArray(jo) || cJSON_GetArraySize(jo) != 2 ||
             !json_uint(cJSON_GetArrayItem(jo, 0), &begin) ||
             !json_uint(cJSON_GetArrayItem(jo, 1), &end)) {
-            set_err(err, err_len,
-                    "cannot open model \"%s\": tensor \"%s\": data_offsets must be two "
-                    "non-negative integers [begin, end]",
-                    path, name);
+            eb_set_err(err, err_len,
+                       "cannot open model \"%s\": tensor \"%s\": data_offsets must be two "
+                       "non-negative integers [begin, end]",
+                       path, name);
             status = EB_ERR_INVALID;
             break;
         }
         if (begin > end || end > data_size) {
-            set_err(err, err_len,
-                    "cannot open model \"%s\": tensor \"%s\": data_offsets [%llu, %llu] lie "
-                    "outside the data area of %llu bytes (file truncated or header corrupt)",
-                    path, name, (unsigned long long)begin, (unsigned long long)end,
-                    (unsigned long long)data_size);
+            eb_set_err(err, err_len,
+                       "cannot open model \"%s\": tensor \"%s\": data_offsets [%llu, %llu] lie "
+                       "outside the data area of %llu bytes (file truncated or header corrupt)",
+                       path, name, (unsigned long long)begin, (unsigned long long)end,
+                       (unsigned long long)data_size);
             status = EB_ERR_INVALID;
             break;
         }
@@ -329,27 +321,27 @@ static eb_status add_file(eb_safetensors *st, const char *path, char *err, size_
             for (int d = 0; d < t->ndim && off < sizeof(shape_str); d++)
                 off += (size_t)snprintf(shape_str + off, sizeof(shape_str) - off, "%s%lld",
                                         d ? ", " : "", (long long)t->shape[d]);
-            set_err(err, err_len,
-                    "cannot open model \"%s\": tensor \"%s\": shape [%s] of %s needs %llu bytes "
-                    "but data_offsets [%llu, %llu] hold %llu",
-                    path, name, shape_str, di->name,
-                    overflow ? 0ull : (unsigned long long)(nelem * di->size),
-                    (unsigned long long)begin, (unsigned long long)end,
-                    (unsigned long long)(end - begin));
+            eb_set_err(err, err_len,
+                       "cannot open model \"%s\": tensor \"%s\": shape [%s] of %s needs %llu bytes "
+                       "but data_offsets [%llu, %llu] hold %llu",
+                       path, name, shape_str, di->name,
+                       overflow ? 0ull : (unsigned long long)(nelem * di->size),
+                       (unsigned long long)begin, (unsigned long long)end,
+                       (unsigned long long)(end - begin));
             status = EB_ERR_INVALID;
             break;
         }
         if (((uintptr_t)(data + begin)) % di->size) {
-            set_err(err, err_len,
-                    "cannot open model \"%s\": tensor \"%s\": data at byte %llu is not aligned to "
-                    "its %zu-byte elements (header not padded)",
-                    path, name, (unsigned long long)(8 + header_len + begin), di->size);
+            eb_set_err(err, err_len,
+                       "cannot open model \"%s\": tensor \"%s\": data at byte %llu is not aligned to "
+                       "its %zu-byte elements (header not padded)",
+                       path, name, (unsigned long long)(8 + header_len + begin), di->size);
             status = EB_ERR_INVALID;
             break;
         }
         t->name = strdup(name);
         if (!t->name) {
-            set_err(err, err_len, "cannot open model \"%s\": out of memory", path);
+            eb_set_err(err, err_len, "cannot open model \"%s\": out of memory", path);
             status = EB_ERR_NOMEM;
             break;
         }
@@ -372,12 +364,12 @@ static eb_status add_file(eb_safetensors *st, const char *path, char *err, size_
             if (ranges[i].begin == ranges[i].end || ranges[i - 1].begin == ranges[i - 1].end)
                 continue;
             if (ranges[i].begin < ranges[i - 1].end) {
-                set_err(err, err_len,
-                        "cannot open model \"%s\": tensors \"%s\" [%llu, %llu] and \"%s\" [%llu, "
-                        "%llu] overlap",
-                        path, ranges[i - 1].name, (unsigned long long)ranges[i - 1].begin,
-                        (unsigned long long)ranges[i - 1].end, ranges[i].name,
-                        (unsigned long long)ranges[i].begin, (unsigned long long)ranges[i].end);
+                eb_set_err(err, err_len,
+                           "cannot open model \"%s\": tensors \"%s\" [%llu, %llu] and \"%s\" [%llu, "
+                           "%llu] overlap",
+                           path, ranges[i - 1].name, (unsigned long long)ranges[i - 1].begin,
+                           (unsigned long long)ranges[i - 1].end, ranges[i].name,
+                           (unsigned long long)ranges[i].begin, (unsigned long long)ranges[i].end);
                 status = EB_ERR_INVALID;
                 break;
             }
@@ -398,8 +390,8 @@ static eb_status finish(eb_safetensors *st, char *err, size_t err_len)
     qsort(st->tensors, st->n_tensors, sizeof(*st->tensors), cmp_tensor_name);
     for (size_t i = 1; i < st->n_tensors; i++)
         if (strcmp(st->tensors[i].name, st->tensors[i - 1].name) == 0) {
-            set_err(err, err_len, "cannot open model: tensor \"%s\" appears twice (in \"%s\" and \"%s\")",
-                    st->tensors[i].name, st->tensors[i - 1].file, st->tensors[i].file);
+            eb_set_err(err, err_len, "cannot open model: tensor \"%s\" appears twice (in \"%s\" and \"%s\")",
+                       st->tensors[i].name, st->tensors[i - 1].file, st->tensors[i].file);
             return EB_ERR_INVALID;
         }
     return EB_OK;
@@ -409,7 +401,7 @@ eb_safetensors *eb_safetensors_open(const char *path, char *err, size_t err_len)
 {
     eb_safetensors *st = calloc(1, sizeof(*st));
     if (!st) {
-        set_err(err, err_len, "cannot open model \"%s\": out of memory", path);
+        eb_set_err(err, err_len, "cannot open model \"%s\": out of memory", path);
         return NULL;
     }
     if (add_file(st, path, err, err_len) != EB_OK || finish(st, err, err_len) != EB_OK) {
@@ -451,15 +443,15 @@ static eb_safetensors *open_index(const char *dir, const char *index_path, char 
     int e = 0;
     char *text = read_small_file(index_path, 64u << 20, &len, &e);
     if (!text) {
-        set_err(err, err_len, "cannot open model index \"%s\": %s", index_path, strerror(e));
+        eb_set_err(err, err_len, "cannot open model index \"%s\": %s", index_path, strerror(e));
         return NULL;
     }
     cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);
     const cJSON *map = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
     if (!cJSON_IsObject(map)) {
-        set_err(err, err_len, "cannot open model index \"%s\": %s", index_path,
-                root ? "no \"weight_map\" object" : "invalid JSON");
+        eb_set_err(err, err_len, "cannot open model index \"%s\": %s", index_path,
+                   root ? "no \"weight_map\" object" : "invalid JSON");
         cJSON_Delete(root);
         return NULL;
     }
@@ -468,7 +460,7 @@ static eb_safetensors *open_index(const char *dir, const char *index_path, char 
     char **shards = calloc(n ? n : 1, sizeof(char *));
     size_t n_shards = 0;
     if (!st || !shards) {
-        set_err(err, err_len, "cannot open model index \"%s\": out of memory", index_path);
+        eb_set_err(err, err_len, "cannot open model index \"%s\": out of memory", index_path);
         goto fail;
     }
     const cJSON *item;
@@ -476,10 +468,10 @@ static eb_safetensors *open_index(const char *dir, const char *index_path, char 
     {
         if (!cJSON_IsString(item) || !item->valuestring[0] || strchr(item->valuestring, '/') ||
             strcmp(item->valuestring, "..") == 0 || strcmp(item->valuestring, ".") == 0) {
-            set_err(err, err_len,
-                    "cannot open model index \"%s\": tensor \"%s\" maps to an invalid shard name "
-                    "(must be a file name in the same directory)",
-                    index_path, item->string ? item->string : "?");
+            eb_set_err(err, err_len,
+                       "cannot open model index \"%s\": tensor \"%s\" maps to an invalid shard name "
+                       "(must be a file name in the same directory)",
+                       index_path, item->string ? item->string : "?");
             goto fail;
         }
         shards[n_shards++] = item->valuestring;
@@ -502,15 +494,15 @@ static eb_safetensors *open_index(const char *dir, const char *index_path, char 
         const char *base = slash ? slash + 1 : (t ? t->file : "");
         if (!t || strcmp(base, item->valuestring) != 0) {
             if (t)
-                set_err(err, err_len,
-                        "cannot open model index \"%s\": tensor \"%s\" is listed in shard "
-                        "\"%s\" but is stored in \"%s\"",
-                        index_path, item->string, item->valuestring, t->file);
+                eb_set_err(err, err_len,
+                           "cannot open model index \"%s\": tensor \"%s\" is listed in shard "
+                           "\"%s\" but is stored in \"%s\"",
+                           index_path, item->string, item->valuestring, t->file);
             else
-                set_err(err, err_len,
-                        "cannot open model index \"%s\": tensor \"%s\" is listed in shard "
-                        "\"%s\" but that file does not contain it",
-                        index_path, item->string, item->valuestring);
+                eb_set_err(err, err_len,
+                           "cannot open model index \"%s\": tensor \"%s\" is listed in shard "
+                           "\"%s\" but that file does not contain it",
+                           index_path, item->string, item->valuestring);
             goto fail;
         }
     }
@@ -532,11 +524,11 @@ eb_safetensors *eb_safetensors_open_dir(const char *dir, char *err, size_t err_l
         return open_index(dir, path, err, err_len);
     snprintf(path, sizeof(path), "%s/model.safetensors", dir);
     if (access(path, F_OK) != 0) {
-        set_err(err, err_len,
-                "cannot open model in \"%s\": neither model.safetensors nor "
-                "model.safetensors.index.json exists (download the checkpoint or run "
-                "mkcheckpoint)",
-                dir);
+        eb_set_err(err, err_len,
+                   "cannot open model in \"%s\": neither model.safetensors nor "
+                   "model.safetensors.index.json exists (download the checkpoint or run "
+                   "mkcheckpoint)",
+                   dir);
         return NULL;
     }
     return eb_safetensors_open(path, err, err_len);
@@ -588,10 +580,10 @@ const eb_st_tensor *eb_safetensors_expect(const eb_safetensors *st, const char *
     const eb_st_tensor *t = eb_safetensors_find(st, name);
     if (!t) {
         const char *where = st->n_files == 1 ? st->files[0].path : "any shard of the model";
-        set_err(err, err_len,
-                "tensor \"%s\" not found in %s (is this a SigLIP/Qwen3 checkpoint of the layout "
-                "config.json describes?)",
-                name, where);
+        eb_set_err(err, err_len,
+                   "tensor \"%s\" not found in %s (is this a SigLIP/Qwen3 checkpoint of the layout "
+                   "config.json describes?)",
+                   name, where);
         return NULL;
     }
     bool same = t->ndim == ndim;
@@ -601,13 +593,13 @@ const eb_st_tensor *eb_safetensors_expect(const eb_safetensors *st, const char *
         char have[160], want[160];
         format_shape(have, sizeof(have), t->ndim, t->shape);
         format_shape(want, sizeof(want), ndim, shape);
-        set_err(err, err_len, "tensor \"%s\" in %s has shape %s but the config needs %s", name,
-                t->file, have, want);
+        eb_set_err(err, err_len, "tensor \"%s\" in %s has shape %s but the config needs %s", name,
+                   t->file, have, want);
         return NULL;
     }
     if (!t->dtype_ok) {
-        set_err(err, err_len, "tensor \"%s\" in %s has dtype %s; weights must be F32, F16 or BF16",
-                name, t->file, t->dtype_name);
+        eb_set_err(err, err_len, "tensor \"%s\" in %s has dtype %s; weights must be F32, F16 or BF16",
+                   name, t->file, t->dtype_name);
         return NULL;
     }
     return t;

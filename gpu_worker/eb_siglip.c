@@ -12,6 +12,7 @@
  *   MLP hidden or the head's kv, attn (B,T,C) attention output, then small (B,C) head buffers.
  */
 #include "eb_siglip.h"
+#include "eb_status.h"
 #include "eb_weights.h"
 
 #include <math.h>
@@ -51,19 +52,6 @@ struct eb_siglip {
     int32_t *zero_id;
 };
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || !err_len)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- config ----------------------------------------------------------------------------------- */
 
 eb_status eb_siglip_parse_config(const cJSON *root, eb_siglip_config *cfg, char *err,
@@ -75,7 +63,7 @@ eb_status eb_siglip_parse_config(const cJSON *root, eb_siglip_config *cfg, char 
         vc = root; // a bare SiglipVisionConfig
         what = "config.json";
     } else if (!cJSON_IsObject(vc)) {
-        set_err(err, err_len, "config.json: \"vision_config\" must be an object");
+        eb_set_err(err, err_len, "config.json: \"vision_config\" must be an object");
         return EB_ERR_INVALID;
     }
     const char *model_type = NULL;
@@ -84,8 +72,8 @@ eb_status eb_siglip_parse_config(const cJSON *root, eb_siglip_config *cfg, char 
         return st;
     if (model_type && strcmp(model_type, "siglip_vision_model") != 0 &&
         strcmp(model_type, "siglip") != 0) {
-        set_err(err, err_len, "%s: model_type \"%s\" is not a SigLIP vision model", what,
-                model_type);
+        eb_set_err(err, err_len, "%s: model_type \"%s\" is not a SigLIP vision model", what,
+                   model_type);
         return EB_ERR_UNSUPPORTED;
     }
     memset(cfg, 0, sizeof(*cfg));
@@ -112,28 +100,29 @@ eb_status eb_siglip_parse_config(const cJSON *root, eb_siglip_config *cfg, char 
         return st;
     if (strcmp(act, "gelu_pytorch_tanh") != 0 && strcmp(act, "gelu_new") != 0 &&
         strcmp(act, "gelu_fast") != 0) {
-        set_err(err, err_len,
-                "%s: hidden_act \"%s\" is not supported; SigLIP uses gelu_pytorch_tanh", what, act);
+        eb_set_err(err, err_len,
+                   "%s: hidden_act \"%s\" is not supported; SigLIP uses gelu_pytorch_tanh", what,
+                   act);
         return EB_ERR_UNSUPPORTED;
     }
     bool use_head = true;
     if ((st = eb_json_get_bool(vc, what, "vision_use_head", true, &use_head, err, err_len)))
         return st;
     if (!use_head) {
-        set_err(err, err_len,
-                "%s: vision_use_head is false; the attention-pooling head is required for "
-                "pooler_output",
-                what);
+        eb_set_err(err, err_len,
+                   "%s: vision_use_head is false; the attention-pooling head is required for "
+                   "pooler_output",
+                   what);
         return EB_ERR_UNSUPPORTED;
     }
     if (cfg->hidden % cfg->heads) {
-        set_err(err, err_len, "%s: hidden_size %lld is not divisible by num_attention_heads %lld",
-                what, (long long)cfg->hidden, (long long)cfg->heads);
+        eb_set_err(err, err_len, "%s: hidden_size %lld is not divisible by num_attention_heads %lld",
+                   what, (long long)cfg->hidden, (long long)cfg->heads);
         return EB_ERR_INVALID;
     }
     if (cfg->image_size < cfg->patch_size) {
-        set_err(err, err_len, "%s: image_size %lld is smaller than patch_size %lld", what,
-                (long long)cfg->image_size, (long long)cfg->patch_size);
+        eb_set_err(err, err_len, "%s: image_size %lld is smaller than patch_size %lld", what,
+                   (long long)cfg->image_size, (long long)cfg->patch_size);
         return EB_ERR_INVALID;
     }
     cfg->head_dim = cfg->hidden / cfg->heads;
@@ -264,12 +253,12 @@ static size_t carve_all(eb_siglip *m, eb_buffer *buf)
 
 /* ---- load ------------------------------------------------------------------------------------- */
 
-#define OP(call, what_)                                                                             \
+#define OP(call, what_)                                                                            \
     do {                                                                                           \
         eb_status op_status_ = (call);                                                             \
         if (op_status_ != EB_OK) {                                                                 \
-            set_err(err, err_len, "SigLIP %s failed on backend %s: %s", what_, m->be->name,        \
-                    eb_status_str(op_status_));                                                    \
+            eb_set_err(err, err_len, "SigLIP %s failed on backend %s: %s", what_, m->be->name,     \
+                       eb_status_str(op_status_));                                                 \
             return op_status_;                                                                     \
         }                                                                                          \
     } while (0)
@@ -292,40 +281,40 @@ eb_siglip *eb_siglip_load(eb_backend *be, const eb_checkpoint *ck, int64_t max_b
                           size_t err_len)
 {
     if (max_batch < 1) {
-        set_err(err, err_len, "cannot load SigLIP: max_batch %lld must be at least 1",
-                (long long)max_batch);
+        eb_set_err(err, err_len, "cannot load SigLIP: max_batch %lld must be at least 1",
+                   (long long)max_batch);
         return NULL;
     }
     eb_siglip *m = calloc(1, sizeof(*m));
     plan p = {0};
     if (!m) {
-        set_err(err, err_len, "cannot load SigLIP: out of memory");
+        eb_set_err(err, err_len, "cannot load SigLIP: out of memory");
         return NULL;
     }
     m->be = be;
     m->max_batch = max_batch;
     char cerr[512];
     if (eb_siglip_parse_config(eb_checkpoint_config(ck), &m->cfg, cerr, sizeof(cerr)) != EB_OK) {
-        set_err(err, err_len, "cannot load SigLIP from \"%s\": %s", eb_checkpoint_dir(ck), cerr);
+        eb_set_err(err, err_len, "cannot load SigLIP from \"%s\": %s", eb_checkpoint_dir(ck), cerr);
         goto fail;
     }
     static const eb_op needed[] = {EB_OP_PATCH_EMBED, EB_OP_LAYERNORM, EB_OP_ATTENTION,
                                    EB_OP_L2NORM, EB_OP_GET_ROWS};
     for (size_t i = 0; i < sizeof(needed) / sizeof(needed[0]); i++)
         if (!be->iface.supports(be, needed[i], 0)) {
-            set_err(err, err_len, "cannot load SigLIP: backend %s lacks op %s", be->name,
-                    eb_op_name(needed[i]));
+            eb_set_err(err, err_len, "cannot load SigLIP: backend %s lacks op %s", be->name,
+                       eb_op_name(needed[i]));
             goto fail;
         }
     if (!be->iface.supports(be, EB_OP_MATMUL, EB_MATMUL_GELU_TANH) ||
         !be->iface.supports(be, EB_OP_MATMUL, EB_MATMUL_ACCUMULATE)) {
-        set_err(err, err_len, "cannot load SigLIP: backend %s lacks fused matmul epilogues",
-                be->name);
+        eb_set_err(err, err_len, "cannot load SigLIP: backend %s lacks fused matmul epilogues",
+                   be->name);
         goto fail;
     }
     m->layers = calloc((size_t)(m->cfg.layers ? m->cfg.layers : 1), sizeof(*m->layers));
     if (!m->layers) {
-        set_err(err, err_len, "cannot load SigLIP: out of memory");
+        eb_set_err(err, err_len, "cannot load SigLIP: out of memory");
         goto fail;
     }
     const eb_safetensors *st = eb_checkpoint_weights(ck);
@@ -346,10 +335,11 @@ eb_siglip *eb_siglip_load(eb_backend *be, const eb_checkpoint *ck, int64_t max_b
     size_t act_bytes = carve_all(m, NULL);
     m->abuf = be->iface.buffer_alloc(be, act_bytes, EB_BUFFER_ACTIVATIONS);
     if (!m->abuf) {
-        set_err(err, err_len,
-                "cannot load SigLIP: allocating %zu bytes of activations for max_batch %lld on %s "
-                "failed (lower the maximum batch)",
-                act_bytes, (long long)max_batch, be->name);
+        eb_set_err(
+            err, err_len,
+            "cannot load SigLIP: allocating %zu bytes of activations for max_batch %lld on %s "
+            "failed (lower the maximum batch)",
+            act_bytes, (long long)max_batch, be->name);
         goto fail;
     }
     carve_all(m, m->abuf);
@@ -363,8 +353,8 @@ eb_siglip *eb_siglip_load(eb_backend *be, const eb_checkpoint *ck, int64_t max_b
     };
     eb_status rs = be->iface.reserve(be, &lim);
     if (rs != EB_OK) {
-        set_err(err, err_len, "cannot load SigLIP: reserving backend scratch failed: %s",
-                eb_status_str(rs));
+        eb_set_err(err, err_len, "cannot load SigLIP: reserving backend scratch failed: %s",
+                   eb_status_str(rs));
         goto fail;
     }
     if (compute_probe_query(m, err, err_len) != EB_OK)
@@ -500,8 +490,8 @@ static eb_status run_ops(eb_siglip *m, int64_t B, char *err, size_t err_len)
 eb_status eb_siglip_forward(eb_siglip *m, int64_t B, char *err, size_t err_len)
 {
     if (B < 1 || B > m->max_batch) {
-        set_err(err, err_len, "SigLIP batch of %lld images is outside 1..%lld (max_batch)",
-                (long long)B, (long long)m->max_batch);
+        eb_set_err(err, err_len, "SigLIP batch of %lld images is outside 1..%lld (max_batch)",
+                   (long long)B, (long long)m->max_batch);
         return B < 1 ? EB_ERR_INVALID : EB_ERR_TOO_LARGE;
     }
     eb_backend *be = m->be;
@@ -513,8 +503,8 @@ eb_status eb_siglip_forward(eb_siglip *m, int64_t B, char *err, size_t err_len)
     if (record) {
         eb_status rs = be->iface.graph_record_end(be, (uint64_t)B);
         if (st == EB_OK && rs != EB_OK) {
-            set_err(err, err_len, "SigLIP graph recording failed on %s: %s", be->name,
-                    eb_status_str(rs));
+            eb_set_err(err, err_len, "SigLIP graph recording failed on %s: %s", be->name,
+                       eb_status_str(rs));
             st = rs;
         }
     }
@@ -525,8 +515,8 @@ eb_status eb_siglip_embed(eb_siglip *m, const float *pixels, int64_t B, float *p
                           float *normalized, char *err, size_t err_len)
 {
     if (!pixels || B < 1 || B > m->max_batch) {
-        set_err(err, err_len, "SigLIP batch of %lld images is outside 1..%lld (max_batch)",
-                (long long)B, (long long)m->max_batch);
+        eb_set_err(err, err_len, "SigLIP batch of %lld images is outside 1..%lld (max_batch)",
+                   (long long)B, (long long)m->max_batch);
         return !pixels || B < 1 ? EB_ERR_INVALID : EB_ERR_TOO_LARGE;
     }
     eb_backend *be = m->be;

@@ -25,6 +25,7 @@
  * never changes, which is what makes it safe to share between threads.
  */
 #include "eb_tokenizer.h"
+#include "eb_status.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -166,19 +167,6 @@ typedef struct enc_ctx {
 } enc_ctx;
 
 /* ---- small helpers -------------------------------------------------------------------------- */
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || err_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 static uint64_t hash_bytes(const void *data, size_t len)
 {
@@ -562,8 +550,8 @@ static char *onig_to_pcre2(const char *in, size_t len, char *err, size_t err_len
                 if (prop == 'L' || prop == 'N') {
                     bool neg = e == 'P';
                     if (in_class && neg) {
-                        set_err(err, err_len, "pre-tokenizer regex uses \\P{%c} inside a "
-                                "character class at offset %zu; not supported", prop, i - 1);
+                        eb_set_err(err, err_len, "pre-tokenizer regex uses \\P{%c} inside a "
+                                   "character class at offset %zu; not supported", prop, i - 1);
                         free(b.p);
                         return NULL;
                     }
@@ -595,10 +583,10 @@ static char *onig_to_pcre2(const char *in, size_t len, char *err, size_t err_len
             } else if (!negated) {
                 sb_str(&b, set);
             } else {
-                set_err(err, err_len,
-                        "pre-tokenizer regex uses \\%c inside a character class at offset %zu; "
-                        "this rewrite cannot express it for PCRE2",
-                        e, i - 1);
+                eb_set_err(err, err_len,
+                           "pre-tokenizer regex uses \\%c inside a character class at offset %zu; "
+                           "this rewrite cannot express it for PCRE2",
+                           e, i - 1);
                 free(b.p);
                 return NULL;
             }
@@ -623,9 +611,9 @@ static char *onig_to_pcre2(const char *in, size_t len, char *err, size_t err_len
                     continue;
                 }
             }
-            set_err(err, err_len,
-                    "pre-tokenizer regex has a nested character class at offset %zu "
-                    "(Oniguruma syntax PCRE2 lacks)", i);
+            eb_set_err(err, err_len,
+                       "pre-tokenizer regex has a nested character class at offset %zu "
+                       "(Oniguruma syntax PCRE2 lacks)", i);
             free(b.p);
             return NULL;
         }
@@ -636,10 +624,10 @@ static char *onig_to_pcre2(const char *in, size_t len, char *err, size_t err_len
     if (b.oom || !b.p) {
         free(b.p);
         if (len == 0) {
-            set_err(err, err_len, "pre-tokenizer regex is empty");
+            eb_set_err(err, err_len, "pre-tokenizer regex is empty");
             return NULL;
         }
-        set_err(err, err_len, "out of memory rewriting the pre-tokenizer regex");
+        eb_set_err(err, err_len, "out of memory rewriting the pre-tokenizer regex");
         return NULL;
     }
     return b.p;
@@ -689,7 +677,7 @@ static bool blob_put(eb_tokenizer *t, int32_t id, const char *s)
     do {                                                                                           \
         char msg_[400];                                                                            \
         snprintf(msg_, sizeof msg_, __VA_ARGS__);                                                  \
-        set_err(err, err_len, "cannot load tokenizer \"%s\": %s", origin, msg_);                   \
+        eb_set_err(err, err_len, "cannot load tokenizer \"%s\": %s", origin, msg_);                   \
         return false;                                                                              \
     } while (0)
 
@@ -1156,14 +1144,14 @@ eb_tokenizer *eb_tokenizer_load_json(const char *json, size_t len, const char *o
     if (!root) {
         const char *where = cJSON_GetErrorPtr();
         size_t off = where && where >= json && where <= json + len ? (size_t)(where - json) : 0;
-        set_err(err, err_len,
-                "cannot load tokenizer \"%s\": not valid JSON (near byte %zu); fetch the file "
-                "again (scripts/setup)", origin, off);
+        eb_set_err(err, err_len,
+                   "cannot load tokenizer \"%s\": not valid JSON (near byte %zu); fetch the file "
+                   "again (scripts/setup)", origin, off);
         return NULL;
     }
     eb_tokenizer *t = calloc(1, sizeof *t);
     if (!t || !(t->origin = strdup(origin))) {
-        set_err(err, err_len, "cannot load tokenizer \"%s\": out of memory", origin);
+        eb_set_err(err, err_len, "cannot load tokenizer \"%s\": out of memory", origin);
         free(t);
         cJSON_Delete(root);
         return NULL;
@@ -1183,8 +1171,10 @@ eb_tokenizer *eb_tokenizer_load(const char *path, char *err, size_t err_len)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        set_err(err, err_len, "cannot open tokenizer \"%s\": %s; run scripts/setup to fetch it "
-                "or point the model at a directory with a tokenizer.json", path, strerror(errno));
+        eb_set_err(err, err_len,
+                   "cannot open tokenizer \"%s\": %s; run scripts/setup to fetch it "
+                   "or point the model at a directory with a tokenizer.json",
+                   path, strerror(errno));
         return NULL;
     }
     char *buf = NULL;
@@ -1193,7 +1183,7 @@ eb_tokenizer *eb_tokenizer_load(const char *path, char *err, size_t err_len)
         if (!grow((void **)&buf, &cap, len + 65536, 1)) {
             fclose(f);
             free(buf);
-            set_err(err, err_len, "cannot read tokenizer \"%s\": out of memory", path);
+            eb_set_err(err, err_len, "cannot read tokenizer \"%s\": out of memory", path);
             return NULL;
         }
         size_t r = fread(buf + len, 1, cap - len, f);
@@ -1205,7 +1195,7 @@ eb_tokenizer *eb_tokenizer_load(const char *path, char *err, size_t err_len)
     fclose(f);
     if (read_err) {
         free(buf);
-        set_err(err, err_len, "cannot read tokenizer \"%s\": read error", path);
+        eb_set_err(err, err_len, "cannot read tokenizer \"%s\": read error", path);
         return NULL;
     }
     eb_tokenizer *t = eb_tokenizer_load_json(buf, len, path, err, err_len);
@@ -1800,28 +1790,28 @@ eb_status eb_tokenizer_encode(const eb_tokenizer *tok, eb_tokenizer_scratch *scr
     if (!opts)
         opts = &no_opts;
     if (!tok || !n_ids || (!ids && ids_cap > 0) || (!text && len > 0)) {
-        set_err(err, err_len, "tokenize: NULL argument (tokenizer, ids, n_ids or text)");
+        eb_set_err(err, err_len, "tokenize: NULL argument (tokenizer, ids, n_ids or text)");
         return EB_ERR_INVALID;
     }
     if (scratch && scratch->tok != tok) {
-        set_err(err, err_len, "tokenize: the scratch was made for another tokenizer");
+        eb_set_err(err, err_len, "tokenize: the scratch was made for another tokenizer");
         return EB_ERR_INVALID;
     }
     if (opts->overflow != EB_TOKENIZER_OVERFLOW_ERROR &&
         opts->overflow != EB_TOKENIZER_OVERFLOW_TRUNCATE) {
-        set_err(err, err_len, "tokenize: unknown overflow policy %d", (int)opts->overflow);
+        eb_set_err(err, err_len, "tokenize: unknown overflow policy %d", (int)opts->overflow);
         return EB_ERR_INVALID;
     }
     if (opts->append_eos && tok->eos_id < 0) {
-        set_err(err, err_len, "tokenize: append_eos asked, but tokenizer \"%s\" has no added "
-                "token \"%s\"", tok->origin, EOS_CONTENT);
+        eb_set_err(err, err_len, "tokenize: append_eos asked, but tokenizer \"%s\" has no added "
+                   "token \"%s\"", tok->origin, EOS_CONTENT);
         return EB_ERR_UNSUPPORTED;
     }
     size_t bad_off;
     const char *why;
     if (len > 0 && !utf8_valid((const unsigned char *)text, len, &bad_off, &why)) {
-        set_err(err, err_len, "text is not valid UTF-8: byte 0x%02X at offset %zu: %s; send "
-                "UTF-8 text", (unsigned)(unsigned char)text[bad_off], bad_off, why);
+        eb_set_err(err, err_len, "text is not valid UTF-8: byte 0x%02X at offset %zu: %s; send "
+                   "UTF-8 text", (unsigned)(unsigned char)text[bad_off], bad_off, why);
         return EB_ERR_INVALID;
     }
     size_t reserve = opts->append_eos ? 1 : 0;
@@ -1837,15 +1827,15 @@ eb_status eb_tokenizer_encode(const eb_tokenizer *tok, eb_tokenizer_scratch *scr
         limit_is_max_tokens = false;
     }
     if (ids_cap < reserve) {
-        set_err(err, err_len, "tokenize: ids buffer holds %zu ids, the eos alone needs 1",
-                ids_cap);
+        eb_set_err(err, err_len, "tokenize: ids buffer holds %zu ids, the eos alone needs 1",
+                   ids_cap);
         return EB_ERR_TOO_LARGE;
     }
     eb_tokenizer_scratch *own = NULL;
     if (!scratch) {
         own = scratch = eb_tokenizer_scratch_new(tok);
         if (!own) {
-            set_err(err, err_len, "tokenize: out of memory for scratch");
+            eb_set_err(err, err_len, "tokenize: out of memory for scratch");
             return EB_ERR_NOMEM;
         }
     }
@@ -1857,15 +1847,15 @@ eb_status eb_tokenizer_encode(const eb_tokenizer *tok, eb_tokenizer_scratch *scr
         return c.status;
     if (c.overflow) {
         if (!limit_is_max_tokens) {
-            set_err(err, err_len, "tokenize: the ids buffer (%zu ids) is too small for this "
-                    "%zu-byte text; size it with eb_tokenizer_max_ids() or set max_tokens",
-                    ids_cap, len);
+            eb_set_err(err, err_len, "tokenize: the ids buffer (%zu ids) is too small for this "
+                       "%zu-byte text; size it with eb_tokenizer_max_ids() or set max_tokens",
+                       ids_cap, len);
             return EB_ERR_TOO_LARGE;
         }
         if (opts->overflow == EB_TOKENIZER_OVERFLOW_ERROR) {
-            set_err(err, err_len, "text too long: more than %zu tokens (max_tokens %zu%s); "
-                    "shorten it or ask for truncation", limit + reserve, opts->max_tokens,
-                    reserve ? ", eos included" : "");
+            eb_set_err(err, err_len, "text too long: more than %zu tokens (max_tokens %zu%s); "
+                       "shorten it or ask for truncation", limit + reserve, opts->max_tokens,
+                       reserve ? ", eos included" : "");
             return EB_ERR_TOO_LARGE;
         }
     }
@@ -1905,21 +1895,21 @@ eb_status eb_tokenizer_encode_query(const eb_tokenizer *tok, eb_tokenizer_scratc
     if ((!task && task_len) || (!text && text_len)) {
         if (n_ids)
             *n_ids = 0;
-        set_err(err, err_len, "tokenize query: NULL task or text");
+        eb_set_err(err, err_len, "tokenize query: NULL task or text");
         return EB_ERR_INVALID;
     }
     size_t need = eb_tokenizer_format_query(NULL, 0, task, task_len, text, text_len) + 1;
     char *buf, *own = NULL;
     if (scratch) {
         if (!grow((void **)&scratch->query, &scratch->query_cap, need, 1)) {
-            set_err(err, err_len, "tokenize query: out of memory");
+            eb_set_err(err, err_len, "tokenize query: out of memory");
             return EB_ERR_NOMEM;
         }
         buf = scratch->query;
     } else {
         buf = own = malloc(need);
         if (!own) {
-            set_err(err, err_len, "tokenize query: out of memory");
+            eb_set_err(err, err_len, "tokenize query: out of memory");
             return EB_ERR_NOMEM;
         }
     }

@@ -8,6 +8,7 @@
  * of verification, because the client writes it after the broker has attached.
  */
 #include "eb_shm_reader.h"
+#include "eb_status.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,34 +34,21 @@ struct eb_shm_reader {
     eb_shm_header header; /* copied at attach */
 };
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || err_len == 0)
-        return;
-    va_list args;
-    va_start(args, fmt);
-    vsnprintf(err, err_len, fmt, args);
-    va_end(args);
-}
-
 eb_status eb_shm_reader_attach(const char *name, eb_shm_reader **out, char *err, size_t err_len)
 {
     *out = NULL;
     if (!eb_shm_name_parse(name, NULL, NULL)) {
-        set_err(err, err_len, "cannot attach shared-memory segment \"%.80s\": not an embroker "
-                "segment name (expected " EB_SHM_NAME_PREFIX "<uid>-<pid>-<16 hex digits>)",
-                name ? name : "(null)");
+        eb_set_err(err, err_len, "cannot attach shared-memory segment \"%.80s\": not an embroker "
+                   "segment name (expected " EB_SHM_NAME_PREFIX "<uid>-<pid>-<16 hex digits>)",
+                   name ? name : "(null)");
         return EB_ERR_INVALID;
     }
     /* O_NONBLOCK: a FIFO planted under a valid name must not block us in open. */
     int fd = shm_open(name, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0);
     if (fd < 0) {
         int e = errno;
-        set_err(err, err_len, "cannot attach shared-memory segment \"%s\": %s", name,
-                strerror(e));
+        eb_set_err(err, err_len, "cannot attach shared-memory segment \"%s\": %s", name,
+                   strerror(e));
         return e == ENOENT ? EB_ERR_NOT_FOUND : e == EACCES ? EB_ERR_DENIED : EB_ERR_IO;
     }
     eb_status status = EB_ERR_INVALID;
@@ -68,31 +56,31 @@ eb_status eb_shm_reader_attach(const char *name, eb_shm_reader **out, char *err,
     struct stat st;
     if (fstat(fd, &st) != 0) {
         status = EB_ERR_IO;
-        set_err(err, err_len, "cannot attach shared-memory segment \"%s\": fstat: %s", name,
-                strerror(errno));
+        eb_set_err(err, err_len, "cannot attach shared-memory segment \"%s\": fstat: %s", name,
+                   strerror(errno));
         goto fail;
     }
     if (!S_ISREG(st.st_mode) || st.st_size < (off_t)EB_SHM_HEADER_SIZE ||
         (uint64_t)st.st_size > MAX_OBJECT_SIZE) {
-        set_err(err, err_len, "cannot attach shared-memory segment \"%s\": %s of %lld bytes is "
-                "not a segment (needs %u .. %" PRIu64 " bytes)", name,
-                S_ISREG(st.st_mode) ? "object" : "special file", (long long)st.st_size,
-                EB_SHM_HEADER_SIZE, MAX_OBJECT_SIZE);
+        eb_set_err(err, err_len, "cannot attach shared-memory segment \"%s\": %s of %lld bytes is "
+                   "not a segment (needs %u .. %" PRIu64 " bytes)", name,
+                   S_ISREG(st.st_mode) ? "object" : "special file", (long long)st.st_size,
+                   EB_SHM_HEADER_SIZE, MAX_OBJECT_SIZE);
         goto fail;
     }
     uint64_t size = (uint64_t)st.st_size;
     base = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {
         status = errno == ENOMEM ? EB_ERR_NOMEM : EB_ERR_IO;
-        set_err(err, err_len, "cannot map shared-memory segment \"%s\" (%" PRIu64 " bytes): %s",
-                name, size, strerror(errno));
+        eb_set_err(err, err_len, "cannot map shared-memory segment \"%s\" (%" PRIu64 " bytes): %s",
+                   name, size, strerror(errno));
         goto fail;
     }
     eb_shm_header header;
     if (eb_shm_guard_copy(&header, base, sizeof header) != EB_OK) {
         status = EB_ERR_IO;
-        set_err(err, err_len, "cannot attach shared-memory segment \"%s\": segment truncated "
-                "while reading its header", name);
+        eb_set_err(err, err_len, "cannot attach shared-memory segment \"%s\": segment truncated "
+                   "while reading its header", name);
         goto fail;
     }
     status = eb_shm_header_check(&header, size, name, err, err_len);
@@ -102,7 +90,7 @@ eb_status eb_shm_reader_attach(const char *name, eb_shm_reader **out, char *err,
     eb_shm_reader *reader = calloc(1, sizeof *reader);
     if (!reader) {
         status = EB_ERR_NOMEM;
-        set_err(err, err_len, "cannot attach shared-memory segment \"%s\": out of memory", name);
+        eb_set_err(err, err_len, "cannot attach shared-memory segment \"%s\": out of memory", name);
         goto fail;
     }
     snprintf(reader->name, sizeof reader->name, "%s", name);
@@ -170,15 +158,15 @@ eb_status eb_shm_reader_validate(const eb_shm_reader *reader, const eb_shm_ref *
                                  size_t err_len)
 {
     if (ref->epoch != reader->header.epoch) {
-        set_err(err, err_len, "stale shared-memory reference: epoch %" PRIu32 " but segment "
-                "\"%s\" has epoch %" PRIu32 " (it was recreated; re-register it)", ref->epoch,
-                reader->name, reader->header.epoch);
+        eb_set_err(err, err_len, "stale shared-memory reference: epoch %" PRIu32 " but segment "
+                   "\"%s\" has epoch %" PRIu32 " (it was recreated; re-register it)", ref->epoch,
+                   reader->name, reader->header.epoch);
         return EB_ERR_STALE;
     }
     if (ref->length == 0 || ref->offset < EB_SHM_HEADER_SIZE || ref->offset > reader->size ||
         ref->length > reader->size - ref->offset) {
-        set_err(err, err_len, "shared-memory reference {offset %" PRIu64 ", length %" PRIu64
-                "} lies outside the data area [%u, %" PRIu64 ") of segment \"%s\"", ref->offset,
+        eb_set_err(err, err_len, "shared-memory reference {offset %" PRIu64 ", length %" PRIu64
+                   "} lies outside the data area [%u, %" PRIu64 ") of segment \"%s\"", ref->offset,
                 ref->length, EB_SHM_HEADER_SIZE, reader->size, reader->name);
         return EB_ERR_BOUNDS;
     }
@@ -192,16 +180,16 @@ eb_status eb_shm_reader_copy(const eb_shm_reader *reader, const eb_shm_ref *ref,
     if (status != EB_OK)
         return status;
     if (ref->length > (uint64_t)dst_cap) {
-        set_err(err, err_len, "shared-memory reference of %" PRIu64 " bytes does not fit the "
-                "%zu-byte destination", ref->length, dst_cap);
+        eb_set_err(err, err_len, "shared-memory reference of %" PRIu64 " bytes does not fit the "
+                   "%zu-byte destination", ref->length, dst_cap);
         return EB_ERR_TOO_LARGE;
     }
     status = eb_shm_guard_copy(dst, reader->base + ref->offset, (size_t)ref->length);
     if (status != EB_OK) {
-        set_err(err, err_len, "segment truncated: shared-memory segment \"%s\" shrank below "
-                "offset %" PRIu64 " + length %" PRIu64 " after it was attached with %" PRIu64
-                " bytes (its owner truncated it)", reader->name, ref->offset, ref->length,
-                reader->size);
+        eb_set_err(err, err_len, "segment truncated: shared-memory segment \"%s\" shrank below "
+                   "offset %" PRIu64 " + length %" PRIu64 " after it was attached with %" PRIu64
+                   " bytes (its owner truncated it)", reader->name, ref->offset, ref->length,
+                   reader->size);
         return EB_ERR_IO;
     }
     return EB_OK;

@@ -13,6 +13,7 @@
  * references that were never allocated before they could corrupt the list.
  */
 #include "eb_shm_segment.h"
+#include "eb_status.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -52,19 +53,6 @@ struct eb_shm_segment {
     uint64_t bytes_free;
 };
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || err_len == 0)
-        return;
-    va_list args;
-    va_start(args, fmt);
-    vsnprintf(err, err_len, fmt, args);
-    va_end(args);
-}
-
 static uint64_t align_up(uint64_t value, uint64_t align)
 {
     return (value + align - 1) / align * align;
@@ -92,8 +80,8 @@ static int open_fresh(char *name, size_t name_cap, char *err, size_t err_len)
     for (int attempt = 0; attempt < 8; attempt++) {
         uint64_t suffix;
         if (random_bytes(&suffix, sizeof suffix) != EB_OK) {
-            set_err(err, err_len, "cannot create shared-memory segment: getrandom: %s",
-                    strerror(errno));
+            eb_set_err(err, err_len, "cannot create shared-memory segment: getrandom: %s",
+                       strerror(errno));
             return -1;
         }
         snprintf(name, name_cap, EB_SHM_NAME_PREFIX "%u-%d-%016" PRIx64, (unsigned)geteuid(),
@@ -102,12 +90,12 @@ static int open_fresh(char *name, size_t name_cap, char *err, size_t err_len)
         if (fd >= 0)
             return fd;
         if (errno != EEXIST) {
-            set_err(err, err_len, "cannot create shared-memory segment \"%s\": shm_open: %s",
-                    name, strerror(errno));
+            eb_set_err(err, err_len, "cannot create shared-memory segment \"%s\": shm_open: %s",
+                       name, strerror(errno));
             return -1;
         }
     }
-    set_err(err, err_len, "cannot create shared-memory segment: 8 random names all existed");
+    eb_set_err(err, err_len, "cannot create shared-memory segment: 8 random names all existed");
     return -1;
 }
 
@@ -136,15 +124,15 @@ eb_status eb_shm_segment_create(size_t data_size, eb_shm_segment **out, char *er
     long page = sysconf(_SC_PAGESIZE);
     uint64_t page_size = page > 0 ? (uint64_t)page : 4096;
     if (data_size == 0 || (uint64_t)data_size > MAX_DATA_SIZE) {
-        set_err(err, err_len, "cannot create shared-memory segment: data size %zu is out of "
-                "range (1 .. %" PRIu64 ")", data_size, MAX_DATA_SIZE);
+        eb_set_err(err, err_len, "cannot create shared-memory segment: data size %zu is out of "
+                   "range (1 .. %" PRIu64 ")", data_size, MAX_DATA_SIZE);
         return EB_ERR_INVALID;
     }
     uint64_t size = align_up(EB_SHM_HEADER_SIZE + (uint64_t)data_size, page_size);
 
     eb_shm_segment *seg = calloc(1, sizeof *seg);
     if (!seg) {
-        set_err(err, err_len, "cannot create shared-memory segment: out of memory");
+        eb_set_err(err, err_len, "cannot create shared-memory segment: out of memory");
         return EB_ERR_NOMEM;
     }
     eb_status status = EB_ERR_IO;
@@ -154,7 +142,7 @@ eb_status eb_shm_segment_create(size_t data_size, eb_shm_segment **out, char *er
     if (!seg->free_list || init_sync(seg) != EB_OK) {
         free(seg->free_list);
         free(seg);
-        set_err(err, err_len, "cannot create shared-memory segment: out of memory");
+        eb_set_err(err, err_len, "cannot create shared-memory segment: out of memory");
         return EB_ERR_NOMEM;
     }
 
@@ -163,23 +151,23 @@ eb_status eb_shm_segment_create(size_t data_size, eb_shm_segment **out, char *er
         goto fail_sync;
     /* The umask may have cleared bits of 0600; readers of the same uid need exactly 0600. */
     if (fchmod(fd, 0600) != 0) {
-        set_err(err, err_len, "cannot set mode 0600 on segment \"%s\": %s", seg->name,
-                strerror(errno));
+        eb_set_err(err, err_len, "cannot set mode 0600 on segment \"%s\": %s", seg->name,
+                   strerror(errno));
         goto fail_unlink;
     }
     int rc = posix_fallocate(fd, 0, (off_t)size);
     if (rc != 0) {
         status = rc == ENOSPC ? EB_ERR_NOMEM : EB_ERR_IO;
-        set_err(err, err_len, "cannot reserve %" PRIu64 " bytes for segment \"%s\": %s%s", size,
-                seg->name, strerror(rc),
-                rc == ENOSPC ? " (reduce the segment size or enlarge /dev/shm)" : "");
+        eb_set_err(err, err_len, "cannot reserve %" PRIu64 " bytes for segment \"%s\": %s%s", size,
+                   seg->name, strerror(rc),
+                   rc == ENOSPC ? " (reduce the segment size or enlarge /dev/shm)" : "");
         goto fail_unlink;
     }
     void *base = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {
         status = errno == ENOMEM ? EB_ERR_NOMEM : EB_ERR_IO;
-        set_err(err, err_len, "cannot map segment \"%s\" (%" PRIu64 " bytes): %s", seg->name,
-                size, strerror(errno));
+        eb_set_err(err, err_len, "cannot map segment \"%s\" (%" PRIu64 " bytes): %s", seg->name,
+                   size, strerror(errno));
         goto fail_unlink;
     }
     seg->base = base;
@@ -192,15 +180,15 @@ eb_status eb_shm_segment_create(size_t data_size, eb_shm_segment **out, char *er
     header.total_size = size;
     do {
         if (random_bytes(&header.epoch, sizeof header.epoch) != EB_OK) {
-            set_err(err, err_len, "cannot create segment \"%s\": getrandom: %s", seg->name,
-                    strerror(errno));
+            eb_set_err(err, err_len, "cannot create segment \"%s\": getrandom: %s", seg->name,
+                       strerror(errno));
             goto fail_unmap;
         }
     } while (header.epoch == 0);
     header.owner_pid = (int32_t)getpid();
     if (eb_shm_owner_starttime(0, &header.owner_starttime) != EB_OK) {
-        set_err(err, err_len, "cannot create segment \"%s\": cannot read /proc/self/stat",
-                seg->name);
+        eb_set_err(err, err_len, "cannot create segment \"%s\": cannot read /proc/self/stat",
+                   seg->name);
         goto fail_unmap;
     }
     header.owner_uid = (uint32_t)geteuid();
@@ -323,13 +311,13 @@ eb_status eb_shm_segment_alloc(eb_shm_segment *seg, size_t len, int timeout_ms, 
 {
     uint64_t data_size = seg->size - EB_SHM_HEADER_SIZE;
     if (len == 0) {
-        set_err(err, err_len, "cannot allocate 0 bytes in segment \"%s\"", seg->name);
+        eb_set_err(err, err_len, "cannot allocate 0 bytes in segment \"%s\"", seg->name);
         return EB_ERR_INVALID;
     }
     if ((uint64_t)len > data_size) {
-        set_err(err, err_len, "cannot allocate %zu bytes in segment \"%s\": its data area holds "
-                "%" PRIu64 " bytes; send the input inline or use a larger segment",
-                len, seg->name, data_size);
+        eb_set_err(err, err_len, "cannot allocate %zu bytes in segment \"%s\": its data area holds "
+                   "%" PRIu64 " bytes; send the input inline or use a larger segment",
+                   len, seg->name, data_size);
         return EB_ERR_TOO_LARGE;
     }
     uint64_t need = align_up(len, EB_SHM_ALIGN); /* <= data_size: it is a multiple of the page */
@@ -355,12 +343,12 @@ eb_status eb_shm_segment_alloc(eb_shm_segment *seg, size_t len, int timeout_ms, 
     pthread_mutex_unlock(&seg->lock);
 
     if (status == EB_ERR_BUSY)
-        set_err(err, err_len, "segment \"%s\" is full: no free run of %" PRIu64 " bytes (%" PRIu64
-                " bytes free in total)", seg->name, need, bytes_free);
+        eb_set_err(err, err_len, "segment \"%s\" is full: no free run of %" PRIu64 " bytes (%" PRIu64
+                   " bytes free in total)", seg->name, need, bytes_free);
     else if (status == EB_ERR_TIMEOUT)
-        set_err(err, err_len, "segment \"%s\" stayed full for %d ms: no free run of %" PRIu64
-                " bytes (%" PRIu64 " bytes free in total)", seg->name, timeout_ms, need,
-                bytes_free);
+        eb_set_err(err, err_len, "segment \"%s\" stayed full for %d ms: no free run of %" PRIu64
+                   " bytes (%" PRIu64 " bytes free in total)", seg->name, timeout_ms, need,
+                   bytes_free);
     if (status != EB_OK)
         return status;
     *ref = (eb_shm_ref){.epoch = seg->epoch, .offset = offset, .length = len};

@@ -7,6 +7,7 @@
  * loader sees what it will see with the real model.
  */
 #include "eb_ckpt_qwen3.h"
+#include "eb_status.h"
 
 #include <errno.h>
 #include <math.h>
@@ -27,19 +28,6 @@ static const eb_ckpt_qwen3_preset PRESETS[] = {
 
 // transformers' Qwen3Config.initializer_range default (and the published value).
 #define INIT_RANGE 0.02
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || !err_len)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 const eb_ckpt_qwen3_preset *eb_ckpt_qwen3_presets(size_t *count)
 {
@@ -74,7 +62,7 @@ static void add(adder *a, const char *name, int ndim, int64_t d0, int64_t d1, eb
     int64_t shape[2] = {d0, d1};
     a->st = eb_ckpt_writer_add(a->w, full, ndim, shape, init);
     if (a->st)
-        set_err(a->err, a->err_len, "cannot add tensor %s: %s", full, eb_status_str(a->st));
+        eb_set_err(a->err, a->err_len, "cannot add tensor %s: %s", full, eb_status_str(a->st));
 }
 
 static eb_init normal_init(double mean, double std)
@@ -186,7 +174,7 @@ static eb_status write_config(const eb_ckpt_qwen3_preset *p, const char *dir, eb
     if (f && fclose(f) != 0)
         ok = false;
     if (!ok) {
-        set_err(err, err_len, "cannot write %s: %s", path, strerror(errno));
+        eb_set_err(err, err_len, "cannot write %s: %s", path, strerror(errno));
         return EB_ERR_IO;
     }
     return EB_OK;
@@ -197,17 +185,17 @@ eb_status eb_ckpt_qwen3_write(const char *name, const char *dir, eb_dtype dtype,
 {
     const eb_ckpt_qwen3_preset *p = eb_ckpt_qwen3_find(name);
     if (!p) {
-        set_err(err, err_len, "unknown Qwen3 preset \"%s\"", name ? name : "(null)");
+        eb_set_err(err, err_len, "unknown Qwen3 preset \"%s\"", name ? name : "(null)");
         return EB_ERR_INVALID;
     }
     if (!dir || shards < 1 ||
         (dtype != EB_DTYPE_F32 && dtype != EB_DTYPE_BF16 && dtype != EB_DTYPE_F16)) {
-        set_err(err, err_len, "invalid arguments for Qwen3 preset \"%s\"", name);
+        eb_set_err(err, err_len, "invalid arguments for Qwen3 preset \"%s\"", name);
         return EB_ERR_INVALID;
     }
     eb_ckpt_writer *w = eb_ckpt_writer_new(dtype, seed);
     if (!w) {
-        set_err(err, err_len, "cannot write Qwen3 checkpoint: out of memory");
+        eb_set_err(err, err_len, "cannot write Qwen3 checkpoint: out of memory");
         return EB_ERR_NOMEM;
     }
     adder a = {.w = w, .p = p, .test = init_test < 0 ? p->test_init_default : init_test == 1,
