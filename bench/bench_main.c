@@ -11,10 +11,17 @@
  *   embroker-bench siglip --siglip-dir DIR [--threads 2] [--batches 1,8,32] [--seconds 10]
  *   embroker-bench qwen3 --qwen3-dir DIR [--threads 2] [--seconds 10]
  *   embroker-bench tokenizer [--tokenizer FILE] [--corpus FILE.jsonl]
+ *   embroker-bench search [--rows 100000] [--queries 1000] [--pg-url URL]  (eb_bench_search.h)
+ *   embroker-bench scan --catalogue DIR --siglip-dir DIR [--requests 100]  (eb_bench_scan.h)
  *       the models alone, on the CPU (the PyTorch/tokenizers peers run in bench/peers/ with the
  *       same inputs and threads; bench/run puts them side by side)
  *       the same path at growing input sizes, shared memory against inline bytes, with the
  *       worker's hash and copy stages reported on their own.
+ *
+ *   embroker-bench load [--mode closed|open] [--clients N,..] [--rates R,..] [--op ...] ...
+ *   embroker-bench coldwarm --siglip-dir DIR --file IMAGE [--cold-runs 3]
+ *       the load generator (closed/open loop, latency from the intended send time) and the
+ *       cold-vs-warm table; flags in bench/eb_bench_serving.c
  *
  * The broker and worker are started by the benchmark (binaries from --bin, default the directory
  * of this program) in a private run directory and stopped at the end. Results: a table on
@@ -35,6 +42,9 @@
 
 #include "eb_bench_floor.h"
 #include "eb_bench_models.h"
+#include "eb_bench_scan.h"
+#include "eb_bench_search.h"
+#include "eb_bench_serving.h"
 #include "eb_bench_stats.h"
 #include "eb_clock.h"
 #include "eb_config.h"
@@ -544,6 +554,33 @@ static int cmd_models(bench_env *env, const eb_config *cfg, const char *which)
     return 0;
 }
 
+/* Search latency and recall@k on synthetic clustered rows (bench/eb_bench_search.h). */
+static int cmd_search(bench_env *env, const eb_config *cfg)
+{
+    eb_row rows[12];
+    char notes[4096], name[64];
+    int n = eb_bench_search(cfg, env->out_dir, rows, 12, notes, sizeof notes, name, sizeof name);
+    if (n < 0)
+        return 1;
+    write_results(env, name, "Search latency and recall@k (eb_search, pgvector HNSW)", rows,
+                  (size_t)n, notes);
+    return 0;
+}
+
+/* Quick scan end to end through a real broker, worker, Redis and PostgreSQL
+ * (bench/eb_bench_scan.h). */
+static int cmd_scan(bench_env *env, const eb_config *cfg)
+{
+    eb_row rows[16];
+    char notes[4096];
+    int n = eb_bench_scan(cfg, env->bin_dir, env->run_dir, rows, 16, notes, sizeof notes);
+    if (n < 0)
+        return 1;
+    write_results(env, "scan-e2e", "Quick scan end to end (model loading | embedding | search | "
+                                   "total)", rows, (size_t)n, notes);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     eb_cpu_blas_ensure_coretype(argv);
@@ -579,7 +616,15 @@ int main(int argc, char **argv)
         rc = cmd_transport(&env, cfg);
     else if (strcmp(pos[0], "image") == 0)
         rc = cmd_image(&env, cfg);
-    else if (strcmp(pos[0], "siglip") == 0 || strcmp(pos[0], "qwen3") == 0 ||
+    else if (strcmp(pos[0], "search") == 0)
+        rc = cmd_search(&env, cfg);
+    else if (strcmp(pos[0], "scan") == 0)
+        rc = cmd_scan(&env, cfg);
+    else if (strcmp(pos[0], "load") == 0 || strcmp(pos[0], "coldwarm") == 0) {
+        eb_bench_paths paths = {env.bin_dir, env.run_dir, env.out_dir};
+        rc = strcmp(pos[0], "load") == 0 ? eb_bench_cmd_load(&paths, cfg)
+                                         : eb_bench_cmd_coldwarm(&paths, cfg);
+    } else if (strcmp(pos[0], "siglip") == 0 || strcmp(pos[0], "qwen3") == 0 ||
              strcmp(pos[0], "tokenizer") == 0)
         rc = cmd_models(&env, cfg, pos[0]);
     else {
