@@ -1249,12 +1249,19 @@ static bool send_batch(eb_broker *b, eb_broker_worker *w, eb_broker_model *m)
     for (const eb_batch *x = w->batches; x; x = x->next)
         batches_inflight++;
     bool bulk_ok = batches_inflight < b->opt.bulk_inflight_batches;
+    uint32_t bulk_room = b->opt.bulk_max_batch;
+    if (!bulk_room) {
+        const char *backend = w->ready.u.ready.backend;
+        bulk_room = backend && strcmp(backend, "cpu") == 0 ? 1 : limit;
+    }
     while (n < limit) {
         eb_queue *q = eb_queue_count(&m->queue[EB_PRIORITY_INTERACTIVE]) ? &m->queue[0]
-                      : bulk_ok                                            ? &m->queue[1]
+                      : bulk_ok && bulk_room > 0                           ? &m->queue[1]
                                                                            : NULL;
         if (!q)
             break;
+        if (q == &m->queue[1])
+            bulk_room--;
         eb_item *it = eb_queue_pop(q);
         if (!it)
             break;
@@ -2483,6 +2490,9 @@ eb_status eb_broker_options_load(const eb_config *cfg, eb_broker_options *o, cha
     if ((st = get_int(cfg, "bulk_inflight_batches", 1, 1, 1024, &v, err, err_len)))
         return st;
     o->bulk_inflight_batches = (uint32_t)v;
+    if ((st = get_int(cfg, "bulk_max_batch", 0, 0, 65535, &v, err, err_len)))
+        return st;
+    o->bulk_max_batch = (uint32_t)v;
     if ((st = eb_proto_limits_from_config(cfg, &o->limits, err, err_len)))
         return st;
     if (o->limits.max_batch_items > 65535) {

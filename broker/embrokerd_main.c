@@ -56,8 +56,8 @@ static void usage(FILE *f)
 static const char *const known_keys[] = {
     "help", "version", "config", "log_level", "run_dir", "frontend_tcp", "backend_tcp",
     "heartbeat_interval_ms", "client_timeout_ms", "default_deadline_ms", "shutdown_grace_ms",
-    "unknown_model_wait_ms", "queue_limit", "bulk_inflight_batches", "workers", "worker_cmd",
-    "worker_args",
+    "unknown_model_wait_ms", "queue_limit", "bulk_inflight_batches", "bulk_max_batch", "workers",
+    "worker_cmd", "worker_args",
     "max_message_bytes", "max_body_bytes", "max_input_bytes", "max_batch_items",
     "max_text_bytes", "max_deadline_ms", "max_k", "max_models", "max_dims", "max_pixels",
     "cache_url", "cache_ttl_ms", "cache_timeout_ms", "db_url", "db_connections",

@@ -360,7 +360,7 @@ static int group_setup(void **state)
                     "--cache-url", (char *)redis_url, "--db-url", db_url, "--spool-dir", spool,
                     "--scan-image-model", "identity", "--scan-text-model", "identity-text",
                     "--heartbeat-interval-ms", "200", "--client-timeout-ms", "600000",
-                    "--store-retry-ms", "100", NULL};
+                    "--store-retry-ms", "100", "--bulk-max-batch", "32", NULL};
     broker_pid = eb_test_spawn(argv, log);
     assert_true(broker_pid > 0);
     ctx = zmq_ctx_new();
