@@ -772,7 +772,7 @@ static int read_params(const eb_config *cfg, params *p)
     p->queries = cfg_u32(cfg, "queries", "1000");
     p->warmup = cfg_u32(cfg, "warmup", "100");
     p->k = cfg_u32(cfg, "k", "10");
-    p->ef_search = cfg_u32(cfg, "ef_search", "40");
+    p->ef_search = cfg_u32(cfg, "ef_search", "100");
     p->m = atoi(eb_config_get(cfg, "m", "16"));
     p->ef_construction = atoi(eb_config_get(cfg, "ef_construction", "64"));
     p->build_workers = atoi(eb_config_get(cfg, "build_workers", "1"));

@@ -14,7 +14,7 @@
  * Config keys (flags --name value; defaults in brackets):
  *   pg_url [$EMBROKER_PG_URL]  server to create the database on
  *   image_dim [768] text_dim [1024] rows [100000] clusters [1000] templates [20]
- *   queries [1000] per cell, warmup [100] per cell, k [10], ef_search [40] (eb_search's floor)
+ *   queries [1000] per cell, warmup [100] per cell, k [10], ef_search [100] (eb_search's floor)
  *   m [16] ef_construction [64] (the HNSW build; sql/002_hnsw.sql's values by default)
  *   build_workers [1] (max_parallel_maintenance_workers), maintenance_work_mem ["2GB"]
  *   w_img [1.0] w_txt [1.0] (the broker's defaults) text_missing_pct [10] seed [1] verify [5] per
