@@ -1,14 +1,22 @@
-/* eb_cpu_ops — CPU implementation of the op interface (fp32, OpenBLAS, one thread pool).
+/* eb_cpu_ops — CPU implementation of the op interface (fp32, one thread pool).
  *
  * The backend exists twice over: it serves embeddings on machines without a GPU, and it is the
  * reference every CUDA op is compared with. So each op is the straightforward algorithm, made
- * fast only in ways that keep it obviously right: sgemm for every matrix product, row-parallel
- * loops for the rest, and a polynomial exp (Cephes, ~1 ulp) so softmax, GELU and SiLU vectorise.
+ * fast only in ways that keep it obviously right: a tuned GEMM for every matrix product,
+ * row-parallel loops for the rest, and a polynomial exp (Cephes, ~1 ulp) so softmax, GELU and
+ * SiLU vectorise.
  *
- * Threading: OpenBLAS is set to one thread and each product is split over our pool by output
- * columns (each thread calls sgemm on its own column block). The split depends only on the
- * shapes, and every output element is one dot product over K in a fixed order, so a row's result
- * does not depend on which other rows are in the batch.
+ * Matrix products: on CPUs with AVX-512, eb_cpu_gemm with the weight repacked once, in place,
+ * into its panel layout at its first matmul (see "packed weights" below), and attention's two
+ * products per head through the same kernel; elsewhere OpenBLAS sgemm, which repacks the weight
+ * on every call. Both compute each output element as one chain over K in a fixed order, so a
+ * row's result does not depend on which other rows are in the batch.
+ *
+ * Threading: OpenBLAS is set to one thread and each of its products is split over our pool by
+ * output columns. Packed products, attention heads and row-wise ops are cut into pieces the
+ * pool's threads claim dynamically (eb_cpu_pool_run_dynamic), so on a shared machine a thread
+ * the OS pauses does not hold up the others; every piece is computed the same way whichever
+ * thread runs it, so results do not depend on the schedule.
  */
 #include "eb_cpu_ops.h"
 
@@ -21,6 +29,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "eb_cpu_gemm.h"
 #include "eb_cpu_pool.h"
 #include "eb_log.h"
 
@@ -58,11 +67,33 @@ typedef struct cpu_ctx {
     // im2col for patch_embed: (B*T, Cin*P*P).
     float *im2col;
     size_t im2col_floats;
+    // Packed-weight GEMM (eb_cpu_gemm, AVX-512): weights are repacked in place into its panel
+    // layout at their first matmul, and `packed` (sorted) lists the data pointers that are; the
+    // activations operand is packed per call into `apack`. Without AVX-512 every product goes
+    // to OpenBLAS and nothing is packed.
+    bool packed_gemm;
+    const void **packed;
+    size_t packed_count, packed_cap;
+    float *apack;
+    size_t apack_floats;
+    // Attention with the packed GEMM: per thread, packed q, k, v and probabilities.
+    float *attn_pack;
+    size_t attn_pack_per_thread; // floats
 } cpu_ctx;
 
 static cpu_ctx *ctx_of(eb_backend *be)
 {
     return be->ctx;
+}
+
+// Chunks per thread for dynamically scheduled ops: enough that a thread the OS pauses leaves
+// little behind, few enough that claiming them costs nothing.
+#define CHUNKS_PER_THREAD 8
+
+static int64_t chunk_for(const cpu_ctx *c, int64_t n)
+{
+    int64_t chunk = n / ((int64_t)c->n_threads * CHUNKS_PER_THREAD);
+    return chunk > 0 ? chunk : 1;
 }
 
 /* ---- scalar math ------------------------------------------------------------------------------ */
@@ -99,6 +130,121 @@ static inline float gelu_tanh_one(float x)
     return x / (1.0f + exp_fast(-2.0f * u));
 }
 
+/* ---- packed weights ----------------------------------------------------------------------------
+ * A weight's bytes are either the (N, K) row-major matrix model code uploaded, or, once a matmul
+ * has used it with the packed GEMM, the same floats in eb_cpu_gemm's panel layout. The sorted
+ * pointer list says which; everything that reads a weight as a plain matrix (upload, get_rows,
+ * the OpenBLAS path) turns it back first, so the layout is invisible outside this file. */
+
+// Index of the first entry >= p.
+static size_t packed_lower_bound(const cpu_ctx *c, const void *p)
+{
+    size_t lo = 0, hi = c->packed_count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if ((const char *)c->packed[mid] < (const char *)p)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static bool is_packed(const cpu_ctx *c, const void *p)
+{
+    size_t i = packed_lower_bound(c, p);
+    return i < c->packed_count && c->packed[i] == p;
+}
+
+static eb_status mark_packed(cpu_ctx *c, const void *p)
+{
+    if (c->packed_count == c->packed_cap) {
+        size_t cap = c->packed_cap ? 2 * c->packed_cap : 256;
+        const void **grown = realloc(c->packed, cap * sizeof(*grown));
+        if (!grown)
+            return EB_ERR_NOMEM;
+        c->packed = grown;
+        c->packed_cap = cap;
+    }
+    size_t i = packed_lower_bound(c, p);
+    memmove(c->packed + i + 1, c->packed + i, (c->packed_count - i) * sizeof(*c->packed));
+    c->packed[i] = p;
+    c->packed_count++;
+    return EB_OK;
+}
+
+// Forget every packed weight inside [lo, hi) (a weights buffer being freed).
+static void unmark_range(cpu_ctx *c, const void *lo, const void *hi)
+{
+    size_t a = packed_lower_bound(c, lo), b = packed_lower_bound(c, hi);
+    memmove(c->packed + a, c->packed + b, (c->packed_count - b) * sizeof(*c->packed));
+    c->packed_count -= b - a;
+}
+
+typedef struct repack_job {
+    float *dst;
+    const float *src;
+    int64_t N, K;
+    bool to_panels; // plain -> panels, else panels -> plain
+} repack_job;
+
+static void repack_task(void *arg, int64_t begin, int64_t end, int thread_index)
+{
+    (void)thread_index;
+    const repack_job *j = arg;
+    int64_t n0 = begin * EB_CPU_GEMM_NR, n1 = end * EB_CPU_GEMM_NR;
+    if (n1 > j->N)
+        n1 = j->N;
+    // Panels start at n0*K in both layouts (n0 is a multiple of the panel width).
+    if (j->to_panels)
+        eb_cpu_gemm_pack_b_nk(j->dst + n0 * j->K, j->src + n0 * j->K, j->K, n1 - n0, j->K);
+    else
+        eb_cpu_gemm_unpack_b_nk(j->dst + n0 * j->K, j->src + n0 * j->K, n1 - n0, j->K);
+}
+
+// Rewrite the (N, K) fp32 matrix at data in place, through a temporary copy.
+static eb_status repack(cpu_ctx *c, float *data, int64_t N, int64_t K, bool to_panels)
+{
+    size_t bytes = (size_t)N * (size_t)K * sizeof(float);
+    float *tmp = malloc(bytes ? bytes : 1);
+    if (!tmp)
+        return EB_ERR_NOMEM;
+    memcpy(tmp, data, bytes);
+    repack_job j = {.dst = data, .src = tmp, .N = N, .K = K, .to_panels = to_panels};
+    int64_t panels = eb_cpu_gemm_panels(N);
+    if (c->n_threads <= 1 || N * K < ELEMWISE_SERIAL_N)
+        repack_task(&j, 0, panels, 0);
+    else
+        eb_cpu_pool_run(c->pool, panels, repack_task, &j);
+    free(tmp);
+    return EB_OK;
+}
+
+// The weight as packed panels for the GEMM: false (left plain) when it cannot be packed.
+static bool ensure_packed(cpu_ctx *c, const eb_tensor *w)
+{
+    if (is_packed(c, w->data))
+        return true;
+    if (w->dtype != EB_DTYPE_F32 || w->ndim != 2 || mark_packed(c, w->data) != EB_OK)
+        return false;
+    if (repack(c, w->data, w->shape[0], w->shape[1], true) != EB_OK) {
+        unmark_range(c, w->data, (const char *)w->data + 1);
+        return false;
+    }
+    return true;
+}
+
+// The weight back in its plain (N, K) layout (before a partial upload or a row gather).
+static eb_status ensure_plain(cpu_ctx *c, const eb_tensor *t)
+{
+    if (!is_packed(c, t->data))
+        return EB_OK;
+    eb_status st = repack(c, t->data, t->shape[0], eb_tensor_nelem(t) / t->shape[0], false);
+    if (st == EB_OK)
+        unmark_range(c, t->data, (const char *)t->data + 1);
+    return st;
+}
+
 /* ---- buffers and weights ---------------------------------------------------------------------- */
 
 static eb_buffer *cpu_buffer_alloc(eb_backend *be, size_t bytes, eb_buffer_usage usage)
@@ -127,9 +273,9 @@ static eb_buffer *cpu_buffer_alloc(eb_backend *be, size_t bytes, eb_buffer_usage
 
 static void cpu_buffer_free(eb_backend *be, eb_buffer *buf)
 {
-    (void)be;
     if (!buf)
         return;
+    unmark_range(ctx_of(be), buf->base, (char *)buf->base + buf->size);
     munmap(buf->base, buf->size);
     free(buf);
 }
@@ -157,10 +303,12 @@ static eb_dtype cpu_weight_dtype(eb_backend *be, eb_dtype src, eb_weight_kind ki
 static eb_status cpu_weight_upload(eb_backend *be, eb_tensor *t, int64_t elem_offset,
                                    const void *host, eb_dtype src_dtype, int64_t n)
 {
-    (void)be;
     if (!t || !t->data || !host || elem_offset < 0 || n < 0 ||
         elem_offset + n > eb_tensor_nelem(t) || t->dtype != EB_DTYPE_F32)
         return EB_ERR_INVALID;
+    eb_status st = ensure_plain(ctx_of(be), t);
+    if (st != EB_OK)
+        return st;
     return eb_ops_to_f32((float *)t->data + elem_offset, host, src_dtype, (size_t)n);
 }
 
@@ -208,6 +356,19 @@ static eb_status ensure_im2col(cpu_ctx *c, size_t floats)
     return EB_OK;
 }
 
+static eb_status ensure_apack(cpu_ctx *c, size_t floats)
+{
+    if (floats <= c->apack_floats)
+        return EB_OK;
+    float *p = aligned_alloc(EB_OPS_ALIGN, eb_ops_align(floats * sizeof(float)));
+    if (!p)
+        return EB_ERR_NOMEM;
+    free(c->apack);
+    c->apack = p;
+    c->apack_floats = floats;
+    return EB_OK;
+}
+
 static eb_status cpu_reserve(eb_backend *be, const eb_ops_limits *l)
 {
     cpu_ctx *c = ctx_of(be);
@@ -219,6 +380,11 @@ static eb_status cpu_reserve(eb_backend *be, const eb_ops_limits *l)
     if (l->max_patch_dim > 0)
         st = ensure_im2col(c, (size_t)l->max_batch * (size_t)l->max_tokens *
                                   (size_t)l->max_patch_dim);
+    // Packed activations for the largest product: all tokens by the widest row (K <= max_hidden).
+    if (st == EB_OK && c->packed_gemm) {
+        int64_t k = l->max_hidden > l->max_patch_dim ? l->max_hidden : l->max_patch_dim;
+        st = ensure_apack(c, eb_cpu_gemm_a_floats(l->max_batch * l->max_tokens, k));
+    }
     return st;
 }
 
@@ -312,6 +478,86 @@ static void run_gemm(cpu_ctx *c, const gemm_job *j)
         eb_cpu_pool_run(c->pool, blocks, gemm_task, (void *)j);
 }
 
+/* ---- matmul with the packed GEMM ----
+ * Two pool jobs per product: pack the activations into MR-row tiles (split by tiles), then the
+ * product (split by 32-column weight panels, so each thread reads only its part of W). Each
+ * output element is one FMA chain over K, whatever the split, as with the OpenBLAS path. */
+
+typedef struct packed_gemm_job {
+    cpu_ctx *c;
+    const gemm_job *j;
+    eb_cpu_gemm_args g;
+    eb_cpu_gemm_plan plan;
+} packed_gemm_job;
+
+static void pack_a_task(void *arg, int64_t begin, int64_t end, int thread_index)
+{
+    (void)thread_index;
+    const packed_gemm_job *p = arg;
+    eb_cpu_gemm_pack_a(p->c->apack, p->j->x, p->j->ldx, p->j->M, p->j->K, begin, end);
+}
+
+static void packed_gemm_task(void *arg, int64_t begin, int64_t end, int thread_index)
+{
+    (void)thread_index;
+    const packed_gemm_job *p = arg;
+    eb_cpu_gemm_run_items(&p->g, &p->plan, begin, end);
+}
+
+EB_VEC static void gelu_post(void *arg, float *y, int64_t ldy, int64_t m0, int64_t m1,
+                             int64_t n0, int64_t n1)
+{
+    (void)arg;
+    for (int64_t i = m0; i < m1; i++) {
+        float *yr = y + i * ldy;
+        for (int64_t n = n0; n < n1; n++)
+            yr[n] = gelu_tanh_one(yr[n]);
+    }
+}
+
+// j->w must be packed (ensure_packed). False when scratch is short (the caller falls back).
+static bool run_packed_gemm(cpu_ctx *c, const gemm_job *j)
+{
+    if (ensure_apack(c, eb_cpu_gemm_a_floats(j->M, j->K)) != EB_OK)
+        return false;
+    packed_gemm_job p = {
+        .c = c, .j = j,
+        .g = {.y = j->y, .ldy = j->ldy, .ap = c->apack, .bp = j->w, .M = j->M, .N = j->N,
+              .K = j->K, .bias = j->bias, .load_y = j->accumulate,
+              .post = j->gelu ? gelu_post : NULL},
+    };
+    bool serial = c->n_threads <= 1 || j->M * j->N * j->K < GEMM_SERIAL_MNK;
+    if (j->rowadd) {
+        // y = bias + rowadd first, then the product accumulates onto it.
+        gemm_prefill(j, 0, j->N);
+        p.g.bias = NULL;
+        p.g.load_y = true;
+    }
+    int64_t tiles = eb_cpu_gemm_a_tiles(j->M);
+    if (serial) {
+        pack_a_task(&p, 0, tiles, 0);
+        eb_cpu_gemm_run(&p.g, 0, eb_cpu_gemm_panels(j->N));
+    } else {
+        eb_cpu_gemm_plan_init(&p.plan, j->M, j->N, c->n_threads);
+        eb_cpu_pool_run_dynamic(c->pool, tiles, chunk_for(c, tiles), pack_a_task, &p);
+        eb_cpu_pool_run_dynamic(c->pool, p.plan.items, 1, packed_gemm_task, &p);
+    }
+    return true;
+}
+
+// Every weight product goes through here: the packed GEMM when the CPU has it, else OpenBLAS
+// (with the weight in its plain layout).
+static eb_status run_weight_gemm(cpu_ctx *c, gemm_job *j, const eb_tensor *w)
+{
+    if (c->packed_gemm && ensure_packed(c, w) && run_packed_gemm(c, j))
+        return EB_OK;
+    eb_status st = ensure_plain(c, w);
+    if (st != EB_OK)
+        return st;
+    run_gemm(c, j);
+    return EB_OK;
+}
+
 static eb_status cpu_matmul(eb_backend *be, float *y, int64_t ldy, const float *x, int64_t ldx,
                             const eb_tensor *w, const eb_tensor *bias, int64_t M, unsigned flags)
 {
@@ -330,8 +576,7 @@ static eb_status cpu_matmul(eb_backend *be, float *y, int64_t ldy, const float *
         .accumulate = (flags & EB_MATMUL_ACCUMULATE) != 0,
         .gelu = (flags & EB_MATMUL_GELU_TANH) != 0,
     };
-    run_gemm(ctx_of(be), &j);
-    return EB_OK;
+    return run_weight_gemm(ctx_of(be), &j, w);
 }
 
 /* ---- norms ------------------------------------------------------------------------------------ */
@@ -410,12 +655,14 @@ EB_VEC static void layernorm_task(void *arg, int64_t begin, int64_t end, int thr
     }
 }
 
+// Row-wise ops: each row is independent, so the rows are claimed dynamically (see
+// eb_cpu_pool_run_dynamic).
 static void run_rows(cpu_ctx *c, int64_t rows, int64_t row_len, eb_cpu_task_fn fn, void *arg)
 {
     if (c->n_threads <= 1 || rows * row_len < ELEMWISE_SERIAL_N)
         fn(arg, 0, rows, 0);
     else
-        eb_cpu_pool_run(c->pool, rows, fn, arg);
+        eb_cpu_pool_run_dynamic(c->pool, rows, chunk_for(c, rows), fn, arg);
 }
 
 static eb_status cpu_layernorm(eb_backend *be, float *y, float *x, const float *residual,
@@ -505,7 +752,7 @@ static void run_blocks(cpu_ctx *c, int64_t n, eb_cpu_task_fn fn, void *arg)
     if (c->n_threads <= 1 || n < ELEMWISE_SERIAL_N)
         fn(arg, 0, blocks, 0);
     else
-        eb_cpu_pool_run(c->pool, blocks, fn, arg);
+        eb_cpu_pool_run_dynamic(c->pool, blocks, chunk_for(c, blocks), fn, arg);
 }
 
 static eb_status cpu_gelu_tanh(eb_backend *be, float *y, const float *x, int64_t n)
@@ -646,6 +893,86 @@ typedef struct attn_job {
     const eb_attn_desc *d;
 } attn_job;
 
+/* Per thread: packed q (Tq x D), k and v (Tk x D each) and probabilities (Tq x Tk). */
+static size_t attn_pack_floats(int64_t Tq, int64_t Tk, int64_t D)
+{
+    return eb_cpu_gemm_a_floats(Tq, D) + 2 * (size_t)Tk * (size_t)D +
+           eb_cpu_gemm_a_floats(Tq, Tk) + 4 * EB_OPS_ALIGN / sizeof(float);
+}
+
+static eb_status ensure_attn_pack(cpu_ctx *c, int64_t Tq, int64_t Tk, int64_t D)
+{
+    size_t need = attn_pack_floats(Tq, Tk, D);
+    if (need <= c->attn_pack_per_thread)
+        return EB_OK;
+    size_t stride = eb_ops_align(need * sizeof(float));
+    float *p = aligned_alloc(EB_OPS_ALIGN, stride * (size_t)c->n_threads);
+    if (!p)
+        return EB_ERR_NOMEM;
+    free(c->attn_pack);
+    c->attn_pack = p;
+    c->attn_pack_per_thread = stride / sizeof(float);
+    return EB_OK;
+}
+
+// Carve n floats from *p, keeping EB_OPS_ALIGN alignment.
+static float *carve(float **p, size_t n)
+{
+    float *r = *p;
+    *p += eb_ops_align(n * sizeof(float)) / sizeof(float);
+    return r;
+}
+
+/* attn_task with the packed GEMM: S = q·kᵀ and out = P·v per (item, head), each operand packed
+ * into this thread's scratch (k as an (Tk, D) "weight", v as a (D, Tk) one). */
+static void attn_task_packed(void *arg, int64_t begin, int64_t end, int thread_index)
+{
+    const attn_job *j = arg;
+    const eb_attn_desc *d = j->d;
+    float *S = j->c->attn_scratch + (size_t)thread_index * j->c->attn_scratch_per_thread;
+    float *scratch = j->c->attn_pack + (size_t)thread_index * j->c->attn_pack_per_thread;
+    float *qp = carve(&scratch, eb_cpu_gemm_a_floats(d->Tq, d->D));
+    float *kp = carve(&scratch, (size_t)(d->Tk * d->D));
+    float *vp = carve(&scratch, (size_t)(d->Tk * d->D));
+    float *sp = carve(&scratch, eb_cpu_gemm_a_floats(d->Tq, d->Tk));
+    int64_t group = d->H / d->Hkv;
+    for (int64_t bh = begin; bh < end; bh++) {
+        int64_t b = bh / d->H, h = bh % d->H, hk = h / group;
+        int64_t len = d->kv_lens ? d->kv_lens[b] : d->Tk;
+        const float *q = j->q + b * d->q_batch_stride + h * d->D;
+        const float *k = j->k + b * d->k_batch_stride + hk * d->D;
+        const float *v = j->v + b * d->v_batch_stride + hk * d->D;
+        float *o = j->out + b * d->out_batch_stride + h * d->D;
+        int64_t tq = d->kv_lens && len < d->Tq ? len : d->Tq;
+        if (tq > 0 && len > 0) {
+            // S (tq, len) = q · kᵀ
+            eb_cpu_gemm_pack_a(qp, q, d->q_token_stride, tq, d->D, 0, eb_cpu_gemm_a_tiles(tq));
+            eb_cpu_gemm_pack_b_nk(kp, k, d->k_token_stride, len, d->D);
+            eb_cpu_gemm_args g = {.y = S, .ldy = len, .ap = qp, .bp = kp, .M = tq, .N = len,
+                                  .K = d->D};
+            eb_cpu_gemm_run(&g, 0, eb_cpu_gemm_panels(len));
+            for (int64_t t = 0; t < tq; t++) {
+                float *row = S + t * len;
+                int64_t n = len;
+                if (d->flags & EB_ATTN_CAUSAL) {
+                    n = t + 1 < len ? t + 1 : len;
+                    for (int64_t i = n; i < len; i++)
+                        row[i] = 0.0f;
+                }
+                softmax_row(row, n, d->scale);
+            }
+            // out (tq, D) = P · v
+            eb_cpu_gemm_pack_a(sp, S, len, tq, len, 0, eb_cpu_gemm_a_tiles(tq));
+            eb_cpu_gemm_pack_b_kn(vp, v, d->v_token_stride, len, d->D);
+            eb_cpu_gemm_args g2 = {.y = o, .ldy = d->out_token_stride, .ap = sp, .bp = vp,
+                                   .M = tq, .N = d->D, .K = len};
+            eb_cpu_gemm_run(&g2, 0, eb_cpu_gemm_panels(d->D));
+        }
+        for (int64_t t = tq > 0 && len > 0 ? tq : 0; t < d->Tq; t++)
+            memset(o + t * d->out_token_stride, 0, (size_t)d->D * sizeof(float));
+    }
+}
+
 static void attn_task(void *arg, int64_t begin, int64_t end, int thread_index)
 {
     const attn_job *j = arg;
@@ -704,11 +1031,16 @@ static eb_status cpu_attention(eb_backend *be, float *out, const float *q, const
     if (st != EB_OK)
         return st;
     attn_job j = {.c = c, .out = out, .q = q, .k = k, .v = v, .d = d};
+    eb_cpu_task_fn fn = attn_task;
+    if (c->packed_gemm && ensure_attn_pack(c, d->Tq, d->Tk, d->D) == EB_OK)
+        fn = attn_task_packed;
     int64_t tasks = d->B * d->H;
     if (c->n_threads <= 1 || tasks < 2 || d->Tq * d->Tk * d->D * tasks < GEMM_SERIAL_MNK)
-        attn_task(&j, 0, tasks, 0);
+        fn(&j, 0, tasks, 0);
+    else if (fn == attn_task_packed)
+        eb_cpu_pool_run_dynamic(c->pool, tasks, 1, fn, &j);
     else
-        eb_cpu_pool_run(c->pool, tasks, attn_task, &j);
+        eb_cpu_pool_run(c->pool, tasks, fn, &j);
     return EB_OK;
 }
 
@@ -806,16 +1138,17 @@ static eb_status cpu_patch_embed(eb_backend *be, float *out, const float *pixels
         .y = out, .ldy = C, .x = c->im2col, .ldx = K, .w = w->data, .M = B * T, .N = C, .K = K,
         .bias = bias ? bias->data : NULL, .rowadd = pos ? pos->data : NULL, .period = T,
     };
-    run_gemm(c, &j);
-    return EB_OK;
+    return run_weight_gemm(c, &j, w);
 }
 
 static eb_status cpu_get_rows(eb_backend *be, float *y, const eb_tensor *table,
                               const int32_t *ids, int64_t n)
 {
-    (void)be;
     if (!y || !table || (n && !ids) || n < 0 || table->ndim < 1)
         return EB_ERR_INVALID;
+    eb_status st = ensure_plain(ctx_of(be), table); // a table a matmul also used (tied weights)
+    if (st != EB_OK)
+        return st;
     int64_t V = table->shape[0];
     int64_t C = eb_tensor_nelem(table) / (V ? V : 1);
     for (int64_t i = 0; i < n; i++)
@@ -876,6 +1209,9 @@ static void cpu_destroy(eb_backend *be)
         eb_cpu_pool_destroy(&c->pool);
         free(c->attn_scratch);
         free(c->im2col);
+        free(c->apack);
+        free(c->attn_pack);
+        free(c->packed);
         free(c);
     }
     free(be);
@@ -942,12 +1278,13 @@ eb_backend *eb_cpu_backend_create(const eb_backend_params *params, char *err, si
         return NULL;
     }
     c->n_threads = eb_cpu_pool_threads(c->pool);
+    c->packed_gemm = eb_cpu_gemm_available() && !getenv("EB_CPU_NO_PACKED_GEMM");
     // Our pool splits every product; OpenBLAS's own threads would compete for the same cores.
     openblas_set_num_threads(1);
     be->name = "cpu";
     be->n_threads = c->n_threads;
-    snprintf(be->device, sizeof(be->device), "%d threads, OpenBLAS %s", c->n_threads,
-             openblas_get_config());
+    snprintf(be->device, sizeof(be->device), "%d threads, %sOpenBLAS %s", c->n_threads,
+             c->packed_gemm ? "AVX-512 packed GEMM + " : "", openblas_get_config());
     if (generic_corename(eb_cpu_blas_corename()))
         eb_log_warn("cpu_blas_generic_kernels",
                     "core=%s hint=\"OpenBLAS does not know this CPU and runs slow generic kernels; "

@@ -2,9 +2,11 @@
  *
  * fp32 everywhere: weights are converted to fp32 at upload whatever the checkpoint dtype.
  * Matrix products (linear layers, patch embedding, attention's q·kᵀ and p·v per head) go to
- * OpenBLAS sgemm; everything else is plain C loops written so the compiler vectorises them.
- * One thread pool (eb_cpu_pool) runs everything: sgemm calls are split over the pool's threads
- * by output columns with OpenBLAS itself set to one thread, so two thread pools never fight over
+ * eb_cpu_gemm's AVX-512 kernel on CPUs that have it, with each weight repacked once, in place,
+ * at its first matmul (invisible to callers: uploads and row gathers see the plain matrix), and
+ * to OpenBLAS sgemm elsewhere (or with EB_CPU_NO_PACKED_GEMM=1 in the environment); everything
+ * else is plain C loops written so the compiler vectorises them. One thread pool (eb_cpu_pool)
+ * runs everything, with OpenBLAS itself set to one thread, so two thread pools never fight over
  * the cores. This backend is also the numerical reference the CUDA backend is checked against.
  */
 #ifndef EB_CPU_OPS_H

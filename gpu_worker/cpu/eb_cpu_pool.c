@@ -46,12 +46,27 @@ struct eb_cpu_pool {
     void *arg;
     int64_t n;
     int ranges;
+    int64_t chunk;            // > 0: dynamic job, chunks claimed from `next`
+    atomic_int_fast64_t next; // next chunk index of a dynamic job
 };
 
 static void range_of(int64_t n, int ranges, int i, int64_t *begin, int64_t *end)
 {
     *begin = n * i / ranges;
     *end = n * (i + 1) / ranges;
+}
+
+// Claim and run chunks of the current dynamic job until none is left.
+static void run_chunks(eb_cpu_pool *pool, int thread_index)
+{
+    for (;;) {
+        int64_t i = atomic_fetch_add_explicit(&pool->next, 1, memory_order_relaxed);
+        int64_t b = i * pool->chunk;
+        if (b >= pool->n)
+            return;
+        int64_t e = b + pool->chunk < pool->n ? b + pool->chunk : pool->n;
+        pool->fn(pool->arg, b, e, thread_index);
+    }
 }
 
 static void *worker_main(void *p)
@@ -79,7 +94,9 @@ static void *worker_main(void *p)
         if (atomic_load(&pool->stop))
             return NULL;
         seen = gen;
-        if (w->index < pool->ranges) {
+        if (pool->chunk > 0) {
+            run_chunks(pool, w->index);
+        } else if (w->index < pool->ranges) {
             int64_t b, e;
             range_of(pool->n, pool->ranges, w->index, &b, &e);
             if (e > b)
@@ -105,6 +122,7 @@ eb_cpu_pool *eb_cpu_pool_create(int n_threads)
     atomic_init(&pool->done, 0);
     atomic_init(&pool->stop, false);
     atomic_init(&pool->sleepers, 0);
+    atomic_init(&pool->next, 0);
     if (n_threads > 1) {
         pool->workers = calloc((size_t)n_threads - 1, sizeof(worker));
         if (!pool->workers)
@@ -148,6 +166,36 @@ int eb_cpu_pool_threads(const eb_cpu_pool *pool)
     return pool->n_threads;
 }
 
+// Publish the job written into *pool, run the caller's share (range 0, or chunks), and wait
+// for every worker.
+static void publish_and_wait(eb_cpu_pool *pool, bool static_ranges)
+{
+    atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
+    atomic_fetch_add(&pool->generation, 1); // seq_cst: pairs with the sleepers check below
+    if (atomic_load(&pool->sleepers) > 0) {
+        pthread_mutex_lock(&pool->mutex);
+        pthread_cond_broadcast(&pool->wake);
+        pthread_mutex_unlock(&pool->mutex);
+    }
+    if (static_ranges) {
+        int64_t b, e;
+        range_of(pool->n, pool->ranges, 0, &b, &e);
+        pool->fn(pool->arg, b, e, 0);
+    } else {
+        run_chunks(pool, 0);
+    }
+    int workers = pool->n_threads - 1;
+    // Spin briefly (the other ranges usually finish within microseconds of ours), then yield:
+    // on an oversubscribed machine the worker we wait for may need our core to run at all.
+    int spins = 0;
+    while (atomic_load_explicit(&pool->done, memory_order_acquire) < workers) {
+        if (++spins < 4096)
+            CPU_RELAX();
+        else
+            sched_yield();
+    }
+}
+
 void eb_cpu_pool_run(eb_cpu_pool *pool, int64_t n, eb_cpu_task_fn fn, void *arg)
 {
     if (n <= 0)
@@ -163,24 +211,26 @@ void eb_cpu_pool_run(eb_cpu_pool *pool, int64_t n, eb_cpu_task_fn fn, void *arg)
     pool->arg = arg;
     pool->n = n;
     pool->ranges = ranges;
-    atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
-    atomic_fetch_add(&pool->generation, 1); // seq_cst: pairs with the sleepers check below
-    if (atomic_load(&pool->sleepers) > 0) {
-        pthread_mutex_lock(&pool->mutex);
-        pthread_cond_broadcast(&pool->wake);
-        pthread_mutex_unlock(&pool->mutex);
+    pool->chunk = 0;
+    publish_and_wait(pool, true);
+}
+
+void eb_cpu_pool_run_dynamic(eb_cpu_pool *pool, int64_t n, int64_t chunk, eb_cpu_task_fn fn,
+                             void *arg)
+{
+    if (n <= 0)
+        return;
+    if (chunk < 1)
+        chunk = 1;
+    if (pool->n_threads <= 1 || n <= chunk) {
+        fn(arg, 0, n, 0);
+        return;
     }
-    int64_t b, e;
-    range_of(n, ranges, 0, &b, &e);
-    fn(arg, b, e, 0);
-    int workers = pool->n_threads - 1;
-    // Spin briefly (the other ranges usually finish within microseconds of ours), then yield:
-    // on an oversubscribed machine the worker we wait for may need our core to run at all.
-    int spins = 0;
-    while (atomic_load_explicit(&pool->done, memory_order_acquire) < workers) {
-        if (++spins < 4096)
-            CPU_RELAX();
-        else
-            sched_yield();
-    }
+    pool->fn = fn;
+    pool->arg = arg;
+    pool->n = n;
+    pool->ranges = pool->n_threads;
+    pool->chunk = chunk;
+    atomic_store_explicit(&pool->next, 0, memory_order_relaxed);
+    publish_and_wait(pool, false);
 }

@@ -145,6 +145,9 @@ static void test_matmul(void **state)
     check_matmul(96, 200, 96, 96, 200, true, 0);                     // threaded
     check_matmul(96, 200, 96, 100, 210, true, EB_MATMUL_ACCUMULATE);
     check_matmul(70, 130, 90, 90, 130, false, EB_MATMUL_GELU_TANH);
+    // Several K blocks (chains continued through y), several M blocks, a ragged last panel.
+    check_matmul(400, 70, 1100, 1100, 70, true, EB_MATMUL_ACCUMULATE);
+    check_matmul(203, 48, 1030, 1040, 50, true, EB_MATMUL_GELU_TANH);
     // GELU and accumulate together are not offered by the CPU backend; supports() says so.
     assert_false(g_be->iface.supports(g_be, EB_OP_MATMUL,
                                       EB_MATMUL_GELU_TANH | EB_MATMUL_ACCUMULATE));
@@ -158,6 +161,78 @@ static void test_matmul(void **state)
                      EB_ERR_UNSUPPORTED);
     assert_int_equal(g_be->iface.matmul(g_be, y, 4, x, 3, &w.t, NULL, 4, 0), EB_ERR_INVALID);
     free_weight(&w);
+}
+
+/* The CPU backend may keep a weight in its GEMM's packed layout after the first matmul (AVX-512
+ * CPUs). That must be invisible: a later partial upload, a row gather from the same tensor, a
+ * freed and reused weights buffer and the batch composition must all behave as with a plain
+ * (N, K) matrix. */
+static void matmul_ref(double *want, const float *x, const float *wd, int64_t M, int64_t N,
+                       int64_t K)
+{
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t n = 0; n < N; n++) {
+            double acc = 0;
+            for (int64_t k = 0; k < K; k++)
+                acc += (double)x[i * K + k] * wd[n * K + k];
+            want[i * N + n] = acc;
+        }
+}
+
+static void test_packed_weights(void **state)
+{
+    (void)state;
+    int64_t M = 37, N = 80, K = 96;
+    float *x = rand_vec((size_t)(M * K), 1.0f);
+    float *wd = rand_vec((size_t)(N * K), 0.2f);
+    float *y = calloc((size_t)(M * N), sizeof(float));
+    double *want = calloc((size_t)(M * N), sizeof(double));
+    int64_t ws[2] = {N, K};
+    weight w = make_weight(wd, 2, ws, EB_WEIGHT_MATRIX);
+    assert_int_equal(g_be->iface.matmul(g_be, y, N, x, K, &w.t, NULL, M, 0), EB_OK);
+    matmul_ref(want, x, wd, M, N, K);
+    assert_close(y, want, (size_t)(M * N), 2e-5, "matmul before upload");
+
+    // Batch invariance: each row alone gives bit-identical results to the same row in the batch.
+    float row[80];
+    for (int64_t i = 0; i < M; i += 12) {
+        assert_int_equal(g_be->iface.matmul(g_be, row, N, x + i * K, K, &w.t, NULL, 1, 0), EB_OK);
+        assert_memory_equal(row, y + i * N, (size_t)N * sizeof(float));
+    }
+
+    // Rows 10..19 of W replaced by a partial upload after the weight was used.
+    float *fresh = rand_vec((size_t)(10 * K), 0.2f);
+    memcpy(wd + 10 * K, fresh, (size_t)(10 * K) * sizeof(float));
+    assert_int_equal(g_be->iface.weight_upload(g_be, &w.t, 10 * K, fresh, EB_DTYPE_F32, 10 * K),
+                     EB_OK);
+    assert_int_equal(g_be->iface.matmul(g_be, y, N, x, K, &w.t, NULL, M, 0), EB_OK);
+    matmul_ref(want, x, wd, M, N, K);
+    assert_close(y, want, (size_t)(M * N), 2e-5, "matmul after partial upload");
+
+    // A gather from the same tensor (tied embeddings) sees plain rows.
+    int32_t ids[3] = {79, 0, 15};
+    float got[3 * 96];
+    assert_int_equal(g_be->iface.get_rows(g_be, got, &w.t, ids, 3), EB_OK);
+    for (int i = 0; i < 3; i++)
+        assert_memory_equal(got + i * K, wd + ids[i] * K, (size_t)K * sizeof(float));
+    assert_int_equal(g_be->iface.matmul(g_be, y, N, x, K, &w.t, NULL, M, 0), EB_OK);
+    assert_close(y, want, (size_t)(M * N), 2e-5, "matmul after get_rows");
+
+    // Free the buffer and place new data (usually at the same address, as mmap reuses the
+    // range just released): nothing stale remains.
+    float *wd2 = rand_vec((size_t)(N * K), 0.2f);
+    free_weight(&w);
+    weight w2 = make_weight(wd2, 2, ws, EB_WEIGHT_MATRIX);
+    assert_int_equal(g_be->iface.matmul(g_be, y, N, x, K, &w2.t, NULL, M, 0), EB_OK);
+    matmul_ref(want, x, wd2, M, N, K);
+    assert_close(y, want, (size_t)(M * N), 2e-5, "matmul on a reused buffer");
+    free_weight(&w2);
+    free(x);
+    free(wd);
+    free(wd2);
+    free(fresh);
+    free(y);
+    free(want);
 }
 
 /* ---- norms ------------------------------------------------------------------------------------- */
@@ -456,6 +531,15 @@ static void test_attention(void **state)
         .scale = 0.2887f, .flags = EB_ATTN_CAUSAL, .kv_lens = lens,
     };
     check_attention(g, 3 * 9 * 96, 3 * 9 * 24, 3 * 9 * 96, "attention causal gqa");
+    // SigLIP-base-like heads (D = 64, 197 tokens: full and ragged 32-key panels, 17 row tiles).
+    eb_attn_desc v = {
+        .B = 1, .Tq = 197, .Tk = 197, .H = 2, .Hkv = 2, .D = 64,
+        .q_batch_stride = 197 * 384, .q_token_stride = 384,
+        .k_batch_stride = 197 * 384, .k_token_stride = 384,
+        .v_batch_stride = 197 * 384, .v_token_stride = 384,
+        .out_batch_stride = 197 * 128, .out_token_stride = 128, .scale = 0.125f,
+    };
+    check_attention(v, 197 * 384, 197 * 384, 197 * 128, "attention base heads");
     // Bad shapes are refused.
     g.Hkv = 3;
     float dummy[4];
@@ -703,6 +787,13 @@ static void test_pool(void **state)
             for (int64_t i = 0; i < n; i++)
                 assert_int_equal(hits[i], 1);
             assert_true(a.max_thread < 4);
+            // Dynamic chunks, including chunks that do not divide n and chunks larger than n.
+            for (int64_t chunk = 1; chunk <= 7; chunk += 3) {
+                eb_cpu_pool_run_dynamic(pool, n, chunk, pool_fn, &a);
+                for (int64_t i = 0; i < n; i++)
+                    assert_int_equal(hits[i], 2 + (chunk - 1) / 3);
+            }
+            assert_true(a.max_thread < 4);
             free(hits);
         }
     eb_cpu_pool_destroy(&pool);
@@ -714,7 +805,8 @@ int main(int argc, char **argv)
     (void)argc;
     eb_cpu_blas_ensure_coretype(argv); // fast OpenBLAS kernels on CPUs it does not know
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matmul),      cmocka_unit_test(test_layernorm),
+        cmocka_unit_test(test_matmul),      cmocka_unit_test(test_packed_weights),
+        cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_rmsnorm),     cmocka_unit_test(test_elementwise),
         cmocka_unit_test(test_softmax_l2norm), cmocka_unit_test(test_attention),
         cmocka_unit_test(test_rope),        cmocka_unit_test(test_patch_embed),
