@@ -177,6 +177,8 @@ static eb_status mark_packed(cpu_ctx *c, const void *p)
 static void unmark_range(cpu_ctx *c, const void *lo, const void *hi)
 {
     size_t a = packed_lower_bound(c, lo), b = packed_lower_bound(c, hi);
+    if (a == b)
+        return; /* nothing packed in the range (c->packed may still be NULL) */
     memmove(c->packed + a, c->packed + b, (c->packed_count - b) * sizeof(*c->packed));
     c->packed_count -= b - a;
 }
