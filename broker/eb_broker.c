@@ -41,6 +41,7 @@
 #include "eb_frames.h"
 #include "eb_idmap.h"
 #include "eb_log.h"
+#include "eb_mpack.h"
 #include "eb_pgvector.h"
 #include "eb_storerec.h"
 #include "eb_queue.h"
@@ -278,7 +279,8 @@ static void send_client_error(eb_broker *b, void *socket, const uint8_t *key, si
                 eb_status_str(status), message);
 }
 
-static void send_worker_simple(eb_broker *b, eb_broker_worker *w, eb_proto_kind kind, const char *reason)
+static void send_worker_simple(eb_broker *b, eb_broker_worker *w, eb_proto_kind kind,
+                               const char *reason)
 {
     eb_proto_msg msg;
     eb_proto_msg_init(&msg, kind);
@@ -885,7 +887,8 @@ static bool catalogue_rev(eb_broker *b, char *out, size_t cap, char *why, size_t
             continue;
         eb_broker_model *m = eb_workers_model(&b->workers, names[i]);
         if (!m || !m->model_rev[0]) {
-            eb_set_err(why, why_len, "model \"%s\" has not been announced by any worker yet, so its "
+            eb_set_err(why, why_len,
+                       "model \"%s\" has not been announced by any worker yet, so its "
                        "revision (part of every row's ModelRev) is unknown; start a worker for it",
                        names[i]);
             return false;
@@ -1407,40 +1410,6 @@ static void on_iteration(eb_loop *loop, void *arg)
 
 /* ---- health ------------------------------------------------------------------------------- */
 
-static void pk_str(msgpack_packer *pk, const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, s ? s : "", n);
-}
-
-static void pk_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
-{
-    pk_str(pk, k);
-    msgpack_pack_uint64(pk, v);
-}
-
-static void pk_kv_i64(msgpack_packer *pk, const char *k, int64_t v)
-{
-    pk_str(pk, k);
-    msgpack_pack_int64(pk, v);
-}
-
-static void pk_kv_str(msgpack_packer *pk, const char *k, const char *v)
-{
-    pk_str(pk, k);
-    pk_str(pk, v);
-}
-
-static void pk_kv_bool(msgpack_packer *pk, const char *k, bool v)
-{
-    pk_str(pk, k);
-    if (v)
-        msgpack_pack_true(pk);
-    else
-        msgpack_pack_false(pk);
-}
-
 eb_status eb_broker_health(eb_broker *b, eb_proto_buf *out)
 {
     int64_t now = eb_now_us();
@@ -1455,93 +1424,94 @@ eb_status eb_broker_health(eb_broker *b, eb_proto_buf *out)
     uint64_t errors = 0;
     for (int i = 1; i <= -EB_STATUS_MIN; i++)
         errors += b->n.errors[i];
-    pk_str(&pk, "broker");
+    eb_mpack_str(&pk, "broker");
     msgpack_pack_map(&pk, 15);
-    pk_kv_u64(&pk, "bid", b->instance_id);
-    pk_kv_u64(&pk, "uptime_s", (uint64_t)((now - b->started_us) / 1000000));
-    pk_kv_u64(&pk, "requests", b->n.requests);
-    pk_kv_u64(&pk, "errors", errors);
-    pk_kv_u64(&pk, "clients", b->clients.count);
+    eb_mpack_kv_u64(&pk, "bid", b->instance_id);
+    eb_mpack_kv_u64(&pk, "uptime_s", (uint64_t)((now - b->started_us) / 1000000));
+    eb_mpack_kv_u64(&pk, "requests", b->n.requests);
+    eb_mpack_kv_u64(&pk, "errors", errors);
+    eb_mpack_kv_u64(&pk, "clients", b->clients.count);
     char inst[17];
     snprintf(inst, sizeof inst, "%016llx", (unsigned long long)b->instance_id);
-    pk_kv_str(&pk, "instance", inst);
-    pk_kv_i64(&pk, "pid", (int64_t)getpid());
-    pk_kv_i64(&pk, "uptime_ms", (now - b->started_us) / 1000);
-    pk_kv_bool(&pk, "draining", b->draining);
-    pk_kv_str(&pk, "run_dir", b->opt.run_dir);
-    pk_kv_u64(&pk, "segments", b->clients.n_segments);
-    pk_kv_u64(&pk, "open_requests", b->n_open);
-    pk_kv_i64(&pk, "supervised_workers", b->sup ? eb_supervisor_running(b->sup) : 0);
-    pk_kv_u64(&pk, "worker_restarts", b->sup ? eb_supervisor_restarts(b->sup) : 0);
-    pk_str(&pk, "counters");
+    eb_mpack_kv_str(&pk, "instance", inst);
+    eb_mpack_kv_i64(&pk, "pid", (int64_t)getpid());
+    eb_mpack_kv_i64(&pk, "uptime_ms", (now - b->started_us) / 1000);
+    eb_mpack_kv_bool(&pk, "draining", b->draining);
+    eb_mpack_kv_str(&pk, "run_dir", b->opt.run_dir);
+    eb_mpack_kv_u64(&pk, "segments", b->clients.n_segments);
+    eb_mpack_kv_u64(&pk, "open_requests", b->n_open);
+    eb_mpack_kv_i64(&pk, "supervised_workers", b->sup ? eb_supervisor_running(b->sup) : 0);
+    eb_mpack_kv_u64(&pk, "worker_restarts", b->sup ? eb_supervisor_restarts(b->sup) : 0);
+    eb_mpack_str(&pk, "counters");
     msgpack_pack_map(&pk, 23);
-    pk_kv_u64(&pk, "cache_hits", b->n.cache_hits);
-    pk_kv_u64(&pk, "cache_misses", b->n.cache_misses);
-    pk_kv_u64(&pk, "merged", b->n.merged);
-    pk_kv_u64(&pk, "merge_mismatch", b->n.merge_mismatch);
-    pk_kv_u64(&pk, "scans", b->n.scans);
-    pk_kv_u64(&pk, "stores", b->n.stores);
-    pk_kv_u64(&pk, "deletes", b->n.deletes);
-    pk_kv_u64(&pk, "search_errors", b->n.search_errors);
-    pk_kv_u64(&pk, "workers_refused", b->n.workers_refused);
-    pk_kv_u64(&pk, "requests", b->n.requests);
-    pk_kv_u64(&pk, "replies", b->n.replies);
-    pk_kv_u64(&pk, "items", b->n.items);
-    pk_kv_u64(&pk, "batches", b->n.batches);
-    pk_kv_u64(&pk, "requeues", b->n.requeues);
-    pk_kv_u64(&pk, "busy", b->n.busy);
-    pk_kv_u64(&pk, "deadline", b->n.deadline);
-    pk_kv_u64(&pk, "worker_lost", b->n.worker_lost);
-    pk_kv_u64(&pk, "workers_lost", b->n.workers_lost);
-    pk_kv_u64(&pk, "clients_reaped", b->n.clients_reaped);
-    pk_kv_u64(&pk, "dropped", b->n.dropped);
-    pk_kv_u64(&pk, "late_replies", b->n.late_replies);
-    pk_kv_u64(&pk, "cancelled", b->n.cancelled);
-    pk_str(&pk, "errors");
+    eb_mpack_kv_u64(&pk, "cache_hits", b->n.cache_hits);
+    eb_mpack_kv_u64(&pk, "cache_misses", b->n.cache_misses);
+    eb_mpack_kv_u64(&pk, "merged", b->n.merged);
+    eb_mpack_kv_u64(&pk, "merge_mismatch", b->n.merge_mismatch);
+    eb_mpack_kv_u64(&pk, "scans", b->n.scans);
+    eb_mpack_kv_u64(&pk, "stores", b->n.stores);
+    eb_mpack_kv_u64(&pk, "deletes", b->n.deletes);
+    eb_mpack_kv_u64(&pk, "search_errors", b->n.search_errors);
+    eb_mpack_kv_u64(&pk, "workers_refused", b->n.workers_refused);
+    eb_mpack_kv_u64(&pk, "requests", b->n.requests);
+    eb_mpack_kv_u64(&pk, "replies", b->n.replies);
+    eb_mpack_kv_u64(&pk, "items", b->n.items);
+    eb_mpack_kv_u64(&pk, "batches", b->n.batches);
+    eb_mpack_kv_u64(&pk, "requeues", b->n.requeues);
+    eb_mpack_kv_u64(&pk, "busy", b->n.busy);
+    eb_mpack_kv_u64(&pk, "deadline", b->n.deadline);
+    eb_mpack_kv_u64(&pk, "worker_lost", b->n.worker_lost);
+    eb_mpack_kv_u64(&pk, "workers_lost", b->n.workers_lost);
+    eb_mpack_kv_u64(&pk, "clients_reaped", b->n.clients_reaped);
+    eb_mpack_kv_u64(&pk, "dropped", b->n.dropped);
+    eb_mpack_kv_u64(&pk, "late_replies", b->n.late_replies);
+    eb_mpack_kv_u64(&pk, "cancelled", b->n.cancelled);
+    eb_mpack_str(&pk, "errors");
     size_t n_codes = 0;
     for (int i = 1; i <= -EB_STATUS_MIN; i++)
         n_codes += b->n.errors[i] ? 1 : 0;
     msgpack_pack_map(&pk, n_codes);
     for (int i = 1; i <= -EB_STATUS_MIN; i++)
         if (b->n.errors[i])
-            pk_kv_u64(&pk, eb_status_str((eb_status)-i), b->n.errors[i]);
+            eb_mpack_kv_u64(&pk, eb_status_str((eb_status)-i), b->n.errors[i]);
 
-    pk_str(&pk, "workers");
+    eb_mpack_str(&pk, "workers");
     msgpack_pack_array(&pk, b->workers.count);
     for (eb_broker_worker *w = b->workers.live_head; w; w = w->live_next) {
         const eb_proto_ready *rd = &w->ready.u.ready;
         msgpack_pack_map(&pk, 13);
-        pk_kv_str(&pk, "id", eb_broker_worker_id(w));
-        pk_str(&pk, "models");
+        eb_mpack_kv_str(&pk, "id", eb_broker_worker_id(w));
+        eb_mpack_str(&pk, "models");
         msgpack_pack_array(&pk, w->n_models);
         for (uint32_t i = 0; i < w->n_models; i++)
-            pk_str(&pk, w->models[i]->name);
-        pk_kv_str(&pk, "backend", rd->backend);
-        pk_kv_str(&pk, "device", rd->device);
-        pk_kv_bool(&pk, "warm", w->warm);
-        pk_kv_bool(&pk, "healthy", w->healthy);
-        pk_kv_u64(&pk, "inflight", w->inflight_items);
-        pk_kv_u64(&pk, "credit", w->credit);
-        pk_kv_u64(&pk, "heartbeat_age_ms", (uint64_t)((now - w->last_seen_us) / 1000));
-        pk_kv_u64(&pk, "max_batch", w->max_batch);
-        pk_kv_u64(&pk, "batches", w->batches_sent);
-        pk_kv_u64(&pk, "items_done", w->items_done);
-        pk_kv_i64(&pk, "pid", (int64_t)w->pid);
+            eb_mpack_str(&pk, w->models[i]->name);
+        eb_mpack_kv_str(&pk, "backend", rd->backend);
+        eb_mpack_kv_str(&pk, "device", rd->device);
+        eb_mpack_kv_bool(&pk, "warm", w->warm);
+        eb_mpack_kv_bool(&pk, "healthy", w->healthy);
+        eb_mpack_kv_u64(&pk, "inflight", w->inflight_items);
+        eb_mpack_kv_u64(&pk, "credit", w->credit);
+        eb_mpack_kv_u64(&pk, "heartbeat_age_ms", (uint64_t)((now - w->last_seen_us) / 1000));
+        eb_mpack_kv_u64(&pk, "max_batch", w->max_batch);
+        eb_mpack_kv_u64(&pk, "batches", w->batches_sent);
+        eb_mpack_kv_u64(&pk, "items_done", w->items_done);
+        eb_mpack_kv_i64(&pk, "pid", (int64_t)w->pid);
     }
 
-    pk_str(&pk, "models");
+    eb_mpack_str(&pk, "models");
     msgpack_pack_map(&pk, b->workers.n_models);
     for (size_t i = 0; i < b->workers.n_models; i++) {
         eb_broker_model *m = b->workers.models[i];
-        pk_str(&pk, m->name);
+        eb_mpack_str(&pk, m->name);
         msgpack_pack_map(&pk, 7);
-        pk_kv_u64(&pk, "queue_interactive", eb_queue_count(&m->queue[EB_PRIORITY_INTERACTIVE]));
-        pk_kv_u64(&pk, "queue_bulk", eb_queue_count(&m->queue[EB_PRIORITY_BULK]));
-        pk_kv_u64(&pk, "workers", m->n_workers);
-        pk_kv_str(&pk, "input", m->input ? eb_proto_input_kind_str(m->input) : "unknown");
-        pk_kv_u64(&pk, "dims", m->dims);
-        pk_kv_str(&pk, "model_rev", m->model_rev);
-        pk_kv_str(&pk, "preproc_rev", m->preproc_rev);
+        eb_mpack_kv_u64(&pk, "queue_interactive",
+                        eb_queue_count(&m->queue[EB_PRIORITY_INTERACTIVE]));
+        eb_mpack_kv_u64(&pk, "queue_bulk", eb_queue_count(&m->queue[EB_PRIORITY_BULK]));
+        eb_mpack_kv_u64(&pk, "workers", m->n_workers);
+        eb_mpack_kv_str(&pk, "input", m->input ? eb_proto_input_kind_str(m->input) : "unknown");
+        eb_mpack_kv_u64(&pk, "dims", m->dims);
+        eb_mpack_kv_str(&pk, "model_rev", m->model_rev);
+        eb_mpack_kv_str(&pk, "preproc_rev", m->preproc_rev);
     }
     if (!sbuf.data) {
         msgpack_sbuffer_destroy(&sbuf);
@@ -1677,8 +1647,9 @@ static eb_status validate_composite(eb_broker *b, const eb_proto_request *req,
     const eb_proto_options *opt = &req->options;
     const char *op = eb_proto_op_str(req->op);
     if (!opt->template_name) {
-        eb_set_err(err, err_len, "op %s needs options.filters.template (the BusinessTemplate to %s)",
-                   op, req->op == EB_OP_SCAN ? "search" : "store under");
+        eb_set_err(err, err_len,
+                   "op %s needs options.filters.template (the BusinessTemplate to %s)", op,
+                   req->op == EB_OP_SCAN ? "search" : "store under");
         return EB_ERR_INVALID;
     }
     if (opt->output_dim) {
@@ -1693,8 +1664,10 @@ static eb_status validate_composite(eb_broker *b, const eb_proto_request *req,
             return EB_ERR_UNAVAILABLE;
         }
         if (opt->source_type && strcmp(opt->source_type, b->opt.scan_source) == 0) {
-            eb_set_err(err, err_len, "op store writes catalogue rows; SourceType \"%s\" is reserved "
-                       "for stored scans (use scan with options.store)", opt->source_type);
+            eb_set_err(err, err_len,
+                       "op store writes catalogue rows; SourceType \"%s\" is reserved "
+                       "for stored scans (use scan with options.store)",
+                       opt->source_type);
             return EB_ERR_INVALID;
         }
     }

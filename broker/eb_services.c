@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 
 #include "eb_log.h"
+#include "eb_mpack.h"
 #include "eb_pgpool.h"
 #include "eb_spool.h"
 
@@ -271,65 +272,38 @@ void eb_services_set_durable_fn(eb_services *s, eb_services_durable_fn fn, void 
     s->durable_arg = arg;
 }
 
-static void pk_str(msgpack_packer *pk, const char *v)
-{
-    size_t n = v ? strlen(v) : 0;
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, v ? v : "", n);
-}
-
-static void pk_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
-{
-    pk_str(pk, k);
-    msgpack_pack_uint64(pk, v);
-}
-
-static void pk_kv_bool(msgpack_packer *pk, const char *k, bool v)
-{
-    pk_str(pk, k);
-    if (v)
-        msgpack_pack_true(pk);
-    else
-        msgpack_pack_false(pk);
-}
-
-static void pk_kv_str(msgpack_packer *pk, const char *k, const char *v)
-{
-    pk_str(pk, k);
-    pk_str(pk, v);
-}
-
 void eb_services_pack_health(eb_services *s, msgpack_packer *pk)
 {
-    pk_str(pk, "redis");
+    eb_mpack_str(pk, "redis");
     if (!s || !s->cache) {
         msgpack_pack_map(pk, 3);
-        pk_kv_bool(pk, "configured", false);
-        pk_kv_bool(pk, "ok", false);
-        pk_kv_str(pk, "error", "not configured (set cache_url)");
+        eb_mpack_kv_bool(pk, "configured", false);
+        eb_mpack_kv_bool(pk, "ok", false);
+        eb_mpack_kv_str(pk, "error", "not configured (set cache_url)");
     } else {
         eb_cache_stats cs;
         eb_cache_get_stats(s->cache, &cs);
         msgpack_pack_map(pk, 11);
-        pk_kv_bool(pk, "configured", true);
-        pk_kv_bool(pk, "ok", cs.up);
-        pk_kv_str(pk, "error", cs.up ? "" : (cs.last_error[0] ? cs.last_error : "connecting"));
-        pk_kv_u64(pk, "hits", cs.hits);
-        pk_kv_u64(pk, "misses", cs.misses);
-        pk_kv_u64(pk, "errors", cs.errors);
-        pk_kv_u64(pk, "timeouts", cs.timeouts);
-        pk_kv_u64(pk, "unavailable", cs.unavailable);
-        pk_kv_u64(pk, "puts_done", cs.puts_done);
-        pk_kv_u64(pk, "puts_failed", cs.puts_failed);
-        pk_kv_u64(pk, "corrupt", cs.corrupt);
+        eb_mpack_kv_bool(pk, "configured", true);
+        eb_mpack_kv_bool(pk, "ok", cs.up);
+        eb_mpack_kv_str(pk, "error",
+                        cs.up ? "" : (cs.last_error[0] ? cs.last_error : "connecting"));
+        eb_mpack_kv_u64(pk, "hits", cs.hits);
+        eb_mpack_kv_u64(pk, "misses", cs.misses);
+        eb_mpack_kv_u64(pk, "errors", cs.errors);
+        eb_mpack_kv_u64(pk, "timeouts", cs.timeouts);
+        eb_mpack_kv_u64(pk, "unavailable", cs.unavailable);
+        eb_mpack_kv_u64(pk, "puts_done", cs.puts_done);
+        eb_mpack_kv_u64(pk, "puts_failed", cs.puts_failed);
+        eb_mpack_kv_u64(pk, "corrupt", cs.corrupt);
     }
-    pk_str(pk, "postgres");
+    eb_mpack_str(pk, "postgres");
     if (!s || !s->opt.db_url[0]) {
         msgpack_pack_map(pk, 4);
-        pk_kv_bool(pk, "configured", false);
-        pk_kv_bool(pk, "ok", false);
-        pk_kv_str(pk, "error", "not configured (set db_url)");
-        pk_kv_u64(pk, "spool_pending", 0);
+        eb_mpack_kv_bool(pk, "configured", false);
+        eb_mpack_kv_bool(pk, "ok", false);
+        eb_mpack_kv_str(pk, "error", "not configured (set db_url)");
+        eb_mpack_kv_u64(pk, "spool_pending", 0);
         return;
     }
     const char *why = eb_services_search_unavailable(s);
@@ -343,20 +317,20 @@ void eb_services_pack_health(eb_services *s, msgpack_packer *pk)
     if (s->pool)
         eb_pgpool_get_stats(s->pool, &pg);
     msgpack_pack_map(pk, 16);
-    pk_kv_bool(pk, "configured", true);
-    pk_kv_bool(pk, "ok", why == NULL);
-    pk_kv_str(pk, "error", why ? why : "");
-    pk_kv_u64(pk, "spool_pending", sp.pending);
-    pk_kv_u64(pk, "spool_pending_bytes", sp.pending_bytes);
-    pk_kv_u64(pk, "spool_durable_seq", sp.durable_seq);
-    pk_kv_u64(pk, "spool_acked_seq", sp.acked_seq);
-    pk_kv_u64(pk, "spool_replayed", sp.replayed);
-    pk_kv_u64(pk, "stored", ps.stored);
-    pk_kv_u64(pk, "duplicates", ps.duplicates);
-    pk_kv_u64(pk, "rejected", ps.rejected);
-    pk_kv_bool(pk, "backlog", ps.backlog);
-    pk_kv_u64(pk, "connected", pg.connected);
-    pk_kv_u64(pk, "queries_failed", pg.failed);
-    pk_kv_u64(pk, "image_dims", s->image_dims);
-    pk_kv_u64(pk, "text_dims", s->text_dims);
+    eb_mpack_kv_bool(pk, "configured", true);
+    eb_mpack_kv_bool(pk, "ok", why == NULL);
+    eb_mpack_kv_str(pk, "error", why ? why : "");
+    eb_mpack_kv_u64(pk, "spool_pending", sp.pending);
+    eb_mpack_kv_u64(pk, "spool_pending_bytes", sp.pending_bytes);
+    eb_mpack_kv_u64(pk, "spool_durable_seq", sp.durable_seq);
+    eb_mpack_kv_u64(pk, "spool_acked_seq", sp.acked_seq);
+    eb_mpack_kv_u64(pk, "spool_replayed", sp.replayed);
+    eb_mpack_kv_u64(pk, "stored", ps.stored);
+    eb_mpack_kv_u64(pk, "duplicates", ps.duplicates);
+    eb_mpack_kv_u64(pk, "rejected", ps.rejected);
+    eb_mpack_kv_bool(pk, "backlog", ps.backlog);
+    eb_mpack_kv_u64(pk, "connected", pg.connected);
+    eb_mpack_kv_u64(pk, "queries_failed", pg.failed);
+    eb_mpack_kv_u64(pk, "image_dims", s->image_dims);
+    eb_mpack_kv_u64(pk, "text_dims", s->text_dims);
 }
