@@ -40,6 +40,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "eb_bench_cluster.h"
 #include "eb_bench_floor.h"
 #include "eb_bench_models.h"
 #include "eb_bench_scan.h"
@@ -61,39 +62,6 @@ typedef struct bench_env {
 
 /* ---- processes ---------------------------------------------------------------------------- */
 
-static pid_t spawn(char *const argv[], const char *log_path)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        FILE *log = fopen(log_path, "a");
-        if (log) {
-            dup2(fileno(log), STDOUT_FILENO);
-            dup2(fileno(log), STDERR_FILENO);
-        }
-        execv(argv[0], argv);
-        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    return pid;
-}
-
-static void stop_pid(pid_t *pid)
-{
-    if (*pid > 0) {
-        kill(*pid, SIGTERM);
-        for (int i = 0; i < 100; i++) {
-            if (waitpid(*pid, NULL, WNOHANG) == *pid) {
-                *pid = 0;
-                return;
-            }
-            eb_sleep_us(20000);
-        }
-        kill(*pid, SIGKILL);
-        waitpid(*pid, NULL, 0);
-        *pid = 0;
-    }
-}
-
 /* Start embrokerd and one identity worker; wait until a request succeeds. */
 static int start_embroker(bench_env *env, uint32_t max_batch)
 {
@@ -104,10 +72,10 @@ static int start_embroker(bench_env *env, uint32_t max_batch)
     snprintf(batch, sizeof batch, "%u", max_batch);
     char *bargv[] = {broker, "--run-dir", env->run_dir, "--max-input-bytes", "33554432",
                      "--max-message-bytes", "67108864", "--log-level", "warn", NULL};
-    env->broker_pid = spawn(bargv, log);
+    env->broker_pid = eb_cluster_spawn(bargv, log);
     char *wargv[] = {worker, "--run-dir", env->run_dir, "--models", "identity",
                      "--identity-max-batch", batch, "--log-level", "warn", NULL};
-    env->worker_pid = spawn(wargv, log);
+    env->worker_pid = eb_cluster_spawn(wargv, log);
 
     embroker_options_t opt;
     embroker_options_default(&opt);
@@ -133,8 +101,8 @@ static int start_embroker(bench_env *env, uint32_t max_batch)
 
 static void stop_embroker(bench_env *env)
 {
-    stop_pid(&env->worker_pid);
-    stop_pid(&env->broker_pid);
+    eb_cluster_stop_pid(&env->worker_pid);
+    eb_cluster_stop_pid(&env->broker_pid);
 }
 
 /* ---- closed-loop clients ------------------------------------------------------------------ */

@@ -19,7 +19,7 @@
 
 #define MAX_ARGS 64
 
-static pid_t spawn(char *const argv[], const char *log_path)
+pid_t eb_cluster_spawn(char *const argv[], const char *log_path)
 {
     pid_t pid = fork();
     if (pid == 0) {
@@ -118,7 +118,7 @@ int eb_cluster_start(eb_cluster *c, const eb_cluster_options *opt)
          tok = strtok_r(NULL, " ", &save))
         bargv[bargc++] = tok;
     bargv[bargc] = NULL;
-    c->broker_pid = spawn(bargv, c->log_path);
+    c->broker_pid = eb_cluster_spawn(bargv, c->log_path);
     int workers = opt->workers < 0 ? 0 : opt->workers;
     if (workers > EB_CLUSTER_MAX_WORKERS)
         workers = EB_CLUSTER_MAX_WORKERS;
@@ -150,7 +150,7 @@ pid_t eb_cluster_spawn_worker(eb_cluster *c, const eb_cluster_options *opt)
     char storage[4096];
     char *argv[MAX_ARGS];
     worker_argv(opt, c->run_dir, storage, sizeof storage, argv);
-    pid_t pid = spawn(argv, c->log_path);
+    pid_t pid = eb_cluster_spawn(argv, c->log_path);
     if (pid > 0)
         c->worker_pids[c->workers++] = pid;
     return pid;

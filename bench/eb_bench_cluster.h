@@ -51,6 +51,10 @@ pid_t eb_cluster_spawn_worker(eb_cluster *cluster, const eb_cluster_options *opt
 /* Stop the cluster's worker `pid` (as eb_cluster_stop_pid) and forget it. */
 void eb_cluster_stop_worker(eb_cluster *cluster, pid_t pid);
 
+/* fork + execv argv[0] with stdout and stderr appended to log_path; returns the pid, or -1.
+ * The one process starter of the benchmarks. */
+pid_t eb_cluster_spawn(char *const argv[], const char *log_path);
+
 /* SIGTERM one process, SIGKILL after 2 s, reap it, set *pid to 0. NULL/0-safe. */
 void eb_cluster_stop_pid(pid_t *pid);
 

@@ -18,6 +18,7 @@
  */
 #include "eb_bench_scan.h"
 
+#include "eb_bench_cluster.h"
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -103,39 +104,6 @@ static uint8_t *jpeg_with_nonce(const uint8_t *jpeg, size_t len, uint64_t nonce,
     return b;
 }
 
-static pid_t spawn_logged(char *const argv[], const char *log_path)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        FILE *log = fopen(log_path, "a");
-        if (log) {
-            dup2(fileno(log), STDOUT_FILENO);
-            dup2(fileno(log), STDERR_FILENO);
-        }
-        execv(argv[0], argv);
-        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    return pid;
-}
-
-static void stop_process(pid_t *pid)
-{
-    if (*pid <= 0)
-        return;
-    kill(*pid, SIGTERM);
-    for (int i = 0; i < 150; i++) {
-        if (waitpid(*pid, NULL, WNOHANG) == *pid) {
-            *pid = 0;
-            return;
-        }
-        eb_sleep_us(20000);
-    }
-    kill(*pid, SIGKILL);
-    waitpid(*pid, NULL, 0);
-    *pid = 0;
-}
-
 static int start_worker(bench_procs *pr, const scan_params *p)
 {
     char worker[1100];
@@ -149,7 +117,7 @@ static int start_worker(bench_procs *pr, const scan_params *p)
     for (char *tok = strtok(extra, " "); tok && argc < 39; tok = strtok(NULL, " "))
         argv[argc++] = tok;
     argv[argc] = NULL;
-    pr->worker = spawn_logged(argv, pr->log);
+    pr->worker = eb_cluster_spawn(argv, pr->log);
     return pr->worker > 0 ? 0 : -1;
 }
 
@@ -166,7 +134,7 @@ static int start_broker(bench_procs *pr, const scan_params *p)
         argv[argc++] = (char *)p->redis_url;
     }
     argv[argc] = NULL;
-    pr->broker = spawn_logged(argv, pr->log);
+    pr->broker = eb_cluster_spawn(argv, pr->log);
     return pr->broker > 0 ? 0 : -1;
 }
 
@@ -644,7 +612,7 @@ int eb_bench_scan(const eb_config *cfg, const char *bin_dir, const char *run_dir
             "bench scan: catalogue: %llu stores acknowledged in %.1f s, %ld rows in "
             "template \"%s\"\n",
             (unsigned long long)load.done, load.seconds, stored, p.template_name);
-    stop_process(&pr.worker);
+    eb_cluster_stop_pid(&pr.worker);
 
     /* Cold starts: a fresh worker each time; the scan waits in the queue while it loads. */
     stage_set cold = {0};
@@ -667,7 +635,7 @@ int eb_bench_scan(const eb_config *cfg, const char *bin_dir, const char *run_dir
         fprintf(stderr, "bench scan: cold start %d: %.0f ms to the first scan\n", i + 1,
                 cold_ms[i]);
         if (i + 1 < n_cold)
-            stop_process(&pr.worker);
+            eb_cluster_stop_pid(&pr.worker);
     }
 
     stage_set warm = {0};
@@ -773,8 +741,8 @@ int eb_bench_scan(const eb_config *cfg, const char *bin_dir, const char *run_dir
              stored, load.seconds, p.file, jpeg_len, cold_list, p.backfill_in_flight, bg_rate);
 out:
     embroker_close(&eb);
-    stop_process(&pr.worker);
-    stop_process(&pr.broker);
+    eb_cluster_stop_pid(&pr.worker);
+    eb_cluster_stop_pid(&pr.broker);
     if (db_created) {
         snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", db);
         PQclear(PQexec(admin, sql));
