@@ -345,30 +345,28 @@ static eb_status ensure_attn_scratch(cpu_ctx *c, int64_t rows, int64_t cols)
     return EB_OK;
 }
 
-static eb_status ensure_im2col(cpu_ctx *c, size_t floats)
+/* Grow an aligned scratch array of floats (contents not kept). */
+static eb_status ensure_floats(float **buf, size_t *have, size_t floats)
 {
-    if (floats <= c->im2col_floats)
+    if (floats <= *have)
         return EB_OK;
     float *p = aligned_alloc(EB_OPS_ALIGN, eb_ops_align(floats * sizeof(float)));
     if (!p)
         return EB_ERR_NOMEM;
-    free(c->im2col);
-    c->im2col = p;
-    c->im2col_floats = floats;
+    free(*buf);
+    *buf = p;
+    *have = floats;
     return EB_OK;
+}
+
+static eb_status ensure_im2col(cpu_ctx *c, size_t floats)
+{
+    return ensure_floats(&c->im2col, &c->im2col_floats, floats);
 }
 
 static eb_status ensure_apack(cpu_ctx *c, size_t floats)
 {
-    if (floats <= c->apack_floats)
-        return EB_OK;
-    float *p = aligned_alloc(EB_OPS_ALIGN, eb_ops_align(floats * sizeof(float)));
-    if (!p)
-        return EB_ERR_NOMEM;
-    free(c->apack);
-    c->apack = p;
-    c->apack_floats = floats;
-    return EB_OK;
+    return ensure_floats(&c->apack, &c->apack_floats, floats);
 }
 
 static eb_status cpu_reserve(eb_backend *be, const eb_ops_limits *l)
