@@ -1,18 +1,33 @@
-/* eb_worker — the worker's two threads and what passes between them.
+/* eb_worker — the worker's two threads and how they share the one connection.
  *
- * The I/O thread owns the only ZMQ socket (a DEALER connected to the broker's backend), so it can
- * heartbeat on time however long a batch takes. It hands each REQUEST to the compute thread as a
- * job (the received frames move with it, nothing is copied) through a mutex-protected queue, and
- * gets finished jobs back through a second queue plus an eventfd that sits in its zmq_poll set.
+ * The compute thread runs the models and, whenever it is not running one, is also the thread
+ * that talks to the broker: it sleeps in zmq_poll on the socket, receives REQUESTs, runs them and
+ * sends the REPLYs itself. The I/O thread (the caller of eb_worker_run) looks after the
+ * connection only while a batch runs: it wakes a few times per heartbeat interval and, while the
+ * compute thread is busy in a forward, receives what the broker sent (REQUESTs are queued),
+ * heartbeats, reconnects a silent broker, and watches for a forward that makes no progress.
+ *
+ * Why not the textbook split (the I/O thread owns the socket and hands every job to the compute
+ * thread and back): each request then pays two extra thread wake-ups (I/O → compute through a
+ * condition variable, compute → I/O through an eventfd) and an extra zmq_poll round, which on a
+ * small machine cost more than the whole identity model and showed up as most of the gap between
+ * our round trip and the plain zmq_proxy floor (docs/performance.md). Here a request costs one
+ * wake-up, as it would in a single-threaded server, and heartbeats still never wait for a batch.
+ *
+ * One mutex, sock_mu, stands for "owning the connection": the socket, its per-connection state
+ * and the job queue. The compute thread holds it at all times except while it runs a forward or
+ * the canaries; the I/O thread only ever trylocks it, so it acts exactly while the compute thread
+ * is busy. The mutex also gives the full memory barrier ZMQ asks for when a socket moves between
+ * threads, and only the holder ever touches the socket.
  *
  * The compute thread does not run jobs one by one: it takes the oldest job together with the
  * later queued jobs for the same model and runs them as one forward (take_group says why and in
  * what order). Each job still gets its own REPLY; nothing in the protocol changes.
  *
  * A job carries the connection generation it arrived on. When the broker restarts or goes quiet
- * the I/O thread opens a new connection (generation + 1) and sends READY again; results of jobs
- * from an older generation are dropped, because the new broker never sent them (the old broker's
- * clients get EB_ERR_RESTARTED from their library).
+ * the connection's owner opens a new connection (generation + 1) and sends READY again; results
+ * of jobs from an older generation are dropped, because the new broker never sent them (the old
+ * broker's clients get EB_ERR_RESTARTED from their library).
  *
  * Shared-memory segments are attached on first use and kept mapped in a small cache keyed by
  * name; each item holds a reference while it copies, and RELEASE_SEGMENT unmaps a segment once
@@ -21,6 +36,7 @@
 #include "eb_worker.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -83,9 +99,12 @@ struct eb_worker {
     uint32_t max_batch;
     uint32_t queue_items;
 
-    /* I/O thread state */
+    /* The connection, guarded by sock_mu: whoever holds it owns the socket (see the top of
+     * this file). */
+    pthread_mutex_t sock_mu;
     void *zctx;
     void *sock;
+    eb_frames rx;          /* receive scratch */
     uint64_t generation;
     uint64_t broker_bid;   /* 0 = unknown yet */
     int64_t last_recv_us;
@@ -96,19 +115,15 @@ struct eb_worker {
     uint32_t broker_credit;/* items the broker may still send on this connection: granted minus
                               received (its view of our credit) */
     bool unhealthy;
+    job_queue todo;        /* received, not yet computed */
 
     /* between the threads */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    job_queue todo;
-    job_queue done;
-    int wake_fd;           /* eventfd: compute → I/O "done queue not empty" */
-    bool compute_stop;
     pthread_t compute_thread;
     bool compute_started;
-    atomic_int_fast64_t batch_started_us; /* 0 = compute idle */
+    atomic_int_fast64_t batch_started_us; /* 0 = no forward running */
     atomic_bool stop;
-    int stop_fd;           /* eventfd: eb_worker_stop → I/O loop */
+    atomic_bool io_failed; /* the compute thread's zmq_poll failed: eb_worker_run returns EB_ERR_IO */
+    int stop_fd;           /* eventfd: eb_worker_stop → both threads' polls */
     atomic_bool canary_failed; /* a model's canary moved: report unhealthy from now on */
     int64_t next_canary_us;    /* compute thread: when the canaries run next (0 = never) */
 
@@ -201,13 +216,6 @@ static void eventfd_signal(int fd)
     (void)r;
 }
 
-static void eventfd_drain(int fd)
-{
-    uint64_t v;
-    ssize_t r = read(fd, &v, sizeof v);
-    (void)r;
-}
-
 /* ---- segment cache --------------------------------------------------------------------------- */
 
 /* Find or attach `name` and take a reference; returns its reader (readers never move, and an
@@ -231,8 +239,9 @@ static eb_shm_reader *segment_acquire(eb_worker *w, const char *name, eb_status 
             return e->reader;
         }
     }
-    /* Attach outside the lock would let two threads attach the same name; only the compute
-     * thread attaches, so holding the lock here costs the I/O thread at most one attach. */
+    /* Attaching outside the lock would let two threads attach the same name; only the compute
+     * thread attaches, so holding the lock here costs the I/O thread (RELEASE_SEGMENT) at most
+     * one attach. */
     eb_shm_reader *reader = NULL;
     *st = eb_shm_reader_attach(name, &reader, err, err_len);
     if (*st != EB_OK) {
@@ -380,7 +389,7 @@ static uint32_t forward_cap(const eb_worker *w, const eb_model *model)
  * first, while their items fit in one forward (forward_cap). The scan stops at the first job of
  * that model that does not fit, so one model's jobs are always computed in arrival order; a job
  * of another model is passed by at most this one forward and leads the next group. A job is never
- * split (one larger than the cap alone is chunked by compute_group). Called with w->mu held. */
+ * split (one larger than the cap alone is chunked by compute_group). Called with sock_mu held. */
 static void take_group(eb_worker *w, job_queue *todo, job_queue *group)
 {
     job *first = queue_pop(todo);
@@ -629,54 +638,7 @@ static void run_canaries(eb_worker *w)
     w->next_canary_us = eb_now_us() + (int64_t)w->opt.canary_interval_ms * 1000;
 }
 
-static void *compute_main(void *arg)
-{
-    eb_worker *w = arg;
-    for (;;) {
-        pthread_mutex_lock(&w->mu);
-        while (!w->todo.head && !w->compute_stop) {
-            if (!w->next_canary_us) {
-                pthread_cond_wait(&w->cv, &w->mu);
-                continue;
-            }
-            int64_t now = eb_now_us();
-            if (now >= w->next_canary_us)
-                break;
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            int64_t wake = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000 + (w->next_canary_us - now);
-            ts.tv_sec = wake / 1000000;
-            ts.tv_nsec = (wake % 1000000) * 1000;
-            pthread_cond_timedwait(&w->cv, &w->mu, &ts);
-        }
-        if (w->compute_stop) {
-            pthread_mutex_unlock(&w->mu);
-            return NULL;
-        }
-        job_queue group = {0};
-        take_group(w, &w->todo, &group);
-        pthread_mutex_unlock(&w->mu);
-        /* a canary that is due runs before the next batch, so a busy worker checks too */
-        if (w->next_canary_us && eb_now_us() >= w->next_canary_us)
-            run_canaries(w);
-        if (!group.head)
-            continue;
-
-        atomic_store(&w->batch_started_us, eb_now_us());
-        compute_group(w, &group);
-        atomic_store(&w->batch_started_us, 0);
-
-        pthread_mutex_lock(&w->mu);
-        for (job *j = group.head, *next; j; j = next) {
-            next = j->next; /* queue_push relinks j */
-            queue_push(&w->done, j);
-        }
-        pthread_mutex_unlock(&w->mu);
-        eventfd_signal(w->wake_fd);
-    }
-}
-
-/* ---- I/O thread ------------------------------------------------------------------------------ */
+/* ---- the connection (every function here is called with sock_mu held) ------------------------ */
 
 /* Heartbeats and credit never wait; a REPLY waits up to the socket's send timeout (1 s) rather
  * than be lost when the pipe is momentarily full. */
@@ -895,10 +857,7 @@ static void handle_message(eb_worker *w, eb_frames *frames)
         j->view = view;
         j->msg = msg;
         w->held_items += n;
-        pthread_mutex_lock(&w->mu);
         queue_push(&w->todo, j);
-        pthread_cond_signal(&w->cv);
-        pthread_mutex_unlock(&w->mu);
         return;
     }
     case EB_MSG_W_HEARTBEAT:
@@ -921,23 +880,20 @@ static void handle_message(eb_worker *w, eb_frames *frames)
     eb_proto_msg_free(&msg);
 }
 
-/* Send the results of finished jobs (dropping those of an older connection), then grant the
- * freed slots as credit (grant_credit). */
-static void flush_done(eb_worker *w)
+/* Answer every job of a computed group (dropping those of an older connection, and all of them
+ * once the worker is stopping: the DISCONNECT makes the broker requeue them), then grant the freed
+ * slots as credit (grant_credit). */
+static void send_results(eb_worker *w, job_queue *group)
 {
-    eventfd_drain(w->wake_fd);
-    for (;;) {
-        pthread_mutex_lock(&w->mu);
-        job *j = queue_pop(&w->done);
-        pthread_mutex_unlock(&w->mu);
-        if (!j)
-            break;
+    bool stopping = atomic_load(&w->stop);
+    for (job *j; (j = queue_pop(group));) {
         uint32_t n = j->msg.u.batch.n_items;
         w->held_items = w->held_items >= n ? w->held_items - n : 0;
-        if (j->generation != w->generation || !w->sock) {
+        if (stopping || j->generation != w->generation || !w->sock) {
             atomic_fetch_add(&w->st_dropped, 1);
-            eb_log_info("worker_reply_dropped", "batch=%llu items=%u reason=old_connection",
-                        (unsigned long long)j->msg.u.batch.batch_id, n);
+            eb_log_info("worker_reply_dropped", "batch=%llu items=%u reason=%s",
+                        (unsigned long long)j->msg.u.batch.batch_id, n,
+                        stopping ? "stopping" : "old_connection");
             job_free(j);
             continue;
         }
@@ -951,6 +907,106 @@ static void flush_done(eb_worker *w)
     }
     /* Never grant beyond the capacity (items the broker over-sent are absorbed first). */
     grant_credit(w);
+}
+
+/* Receive what the broker has already sent, without waiting. Bounded, so that a flood of
+ * messages cannot hold back replies and heartbeats. */
+static void drain_socket(eb_worker *w)
+{
+    for (int k = 0; k < 64 && w->sock; k++) {
+        char err[256];
+        eb_status st = eb_frames_recv(w->sock, ZMQ_DONTWAIT, 3 + 4096,
+                                      w->opt.limits.max_message_bytes + 65536, &w->rx, err,
+                                      sizeof err);
+        if (st == EB_ERR_TIMEOUT)
+            break;
+        if (st != EB_OK) {
+            atomic_fetch_add(&w->st_bad, 1);
+            eb_log_warn("worker_recv_failed", "status=%s reason=\"%s\"", eb_status_str(st), err);
+            if (st == EB_ERR_IO)
+                break;
+            continue;
+        }
+        handle_message(w, &w->rx);
+        eb_frames_close(&w->rx);
+    }
+}
+
+/* Heartbeat when one is due; start over when there is no socket or the broker has been silent
+ * for 3 intervals (plus the current backoff). */
+static void keep_alive(eb_worker *w)
+{
+    const int64_t interval_us = (int64_t)w->opt.heartbeat_interval_ms * 1000;
+    int64_t now = eb_now_us();
+    if (!w->sock || now - w->last_recv_us > 3 * interval_us + (int64_t)w->backoff_ms * 1000) {
+        reconnect(w, w->sock ? "broker_silent" : "no_socket");
+        return;
+    }
+    if (now - w->last_send_us >= interval_us)
+        send_heartbeat(w);
+}
+
+/* ---- compute thread: the serving loop ---------------------------------------------------------- */
+
+/* Nothing queued: sleep in zmq_poll until the broker sends something, eb_worker_stop, the next
+ * heartbeat or the next canary; then receive what came. */
+static void wait_for_input(eb_worker *w)
+{
+    int64_t now = eb_now_us();
+    int64_t wake = w->last_send_us + (int64_t)w->opt.heartbeat_interval_ms * 1000;
+    if (w->next_canary_us && w->next_canary_us < wake)
+        wake = w->next_canary_us;
+    long timeout_ms = wake > now ? (long)((wake - now + 999) / 1000) : 0;
+    if (timeout_ms > w->opt.heartbeat_interval_ms)
+        timeout_ms = w->opt.heartbeat_interval_ms;
+    zmq_pollitem_t items[2] = {
+        {.socket = w->sock, .events = ZMQ_POLLIN},
+        {.fd = w->stop_fd, .events = ZMQ_POLLIN},
+    };
+    int rc = zmq_poll(w->sock ? items : items + 1, w->sock ? 2 : 1, timeout_ms);
+    if (rc < 0 && zmq_errno() != EINTR) {
+        eb_log_error("worker_poll_failed", "reason=\"%s\"", zmq_strerror(zmq_errno()));
+        atomic_store(&w->io_failed, true);
+        eb_worker_stop(w);
+        return;
+    }
+    if (w->sock && rc > 0 && (items[0].revents & ZMQ_POLLIN))
+        drain_socket(w);
+}
+
+/* The compute thread: own the connection except while a forward (or the canaries) runs. */
+static void *compute_main(void *arg)
+{
+    eb_worker *w = arg;
+    pthread_mutex_lock(&w->sock_mu);
+    while (!atomic_load(&w->stop)) {
+        if (w->todo.head)
+            drain_socket(w); /* later jobs of the same model may join this forward */
+        else
+            wait_for_input(w);
+        keep_alive(w);
+        if (atomic_load(&w->stop))
+            break;
+        /* a canary that is due runs before the next batch, so a busy worker checks too */
+        bool canary_due = w->next_canary_us && eb_now_us() >= w->next_canary_us;
+        job_queue group = {0};
+        take_group(w, &w->todo, &group);
+        if (!canary_due && !group.head)
+            continue;
+
+        pthread_mutex_unlock(&w->sock_mu); /* the I/O thread looks after the connection now */
+        if (canary_due)
+            run_canaries(w);
+        if (group.head) {
+            atomic_store(&w->batch_started_us, eb_now_us());
+            compute_group(w, &group);
+            atomic_store(&w->batch_started_us, 0);
+        }
+        pthread_mutex_lock(&w->sock_mu);
+        send_results(w, &group);
+    }
+    pthread_mutex_unlock(&w->sock_mu);
+    return NULL;
 }
 
 /* ---- public ---------------------------------------------------------------------------------- */
@@ -1066,12 +1122,9 @@ eb_worker *eb_worker_new(const eb_worker_options *opt, eb_model **models, size_t
     }
     w->worker_id = strdup(id);
     w->models = calloc(n_models, sizeof *w->models);
-    w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     w->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (!w->endpoint || !w->worker_id || !w->models || w->wake_fd < 0 || w->stop_fd < 0) {
+    if (!w->endpoint || !w->worker_id || !w->models || w->stop_fd < 0) {
         snprintf(err, err_len, "cannot create worker: out of memory or file descriptors");
-        if (w->wake_fd >= 0)
-            close(w->wake_fd);
         if (w->stop_fd >= 0)
             close(w->stop_fd);
         free(w->endpoint);
@@ -1094,13 +1147,8 @@ eb_worker *eb_worker_new(const eb_worker_options *opt, eb_model **models, size_t
         max_batch = w->opt.limits.max_batch_items;
     w->max_batch = max_batch ? max_batch : 1;
     w->queue_items = opt->queue_items ? opt->queue_items : 2 * w->max_batch;
-    pthread_mutex_init(&w->mu, NULL);
-    /* the compute thread's timed wait (canaries) counts on the monotonic clock */
-    pthread_condattr_t cv_attr;
-    pthread_condattr_init(&cv_attr);
-    pthread_condattr_setclock(&cv_attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cv, &cv_attr);
-    pthread_condattr_destroy(&cv_attr);
+    pthread_mutex_init(&w->sock_mu, NULL);
+    eb_frames_init(&w->rx);
     pthread_mutex_init(&w->seg_mu, NULL);
     atomic_init(&w->batch_started_us, 0);
     atomic_init(&w->stop, false);
@@ -1131,67 +1179,37 @@ eb_status eb_worker_run(eb_worker *w)
         }
         w->next_canary_us = eb_now_us() + (int64_t)w->opt.canary_interval_ms * 1000;
     }
+    /* No other thread yet: the connection is ours without the lock. */
+    if (open_socket(w) != EB_OK)
+        return EB_ERR_IO;
     if (pthread_create(&w->compute_thread, NULL, compute_main, w) != 0) {
         eb_log_error("worker_thread_failed", "reason=\"cannot start the compute thread\"");
         return EB_ERR_IO;
     }
     w->compute_started = true;
-    if (open_socket(w) != EB_OK)
-        return EB_ERR_IO;
     eb_log_info("worker_started", "worker=%s endpoint=%s models=%zu max_batch=%u queue_items=%u "
                 "heartbeat_ms=%d watchdog_ms=%d", w->worker_id, w->endpoint, w->n_models,
                 w->max_batch, w->queue_items, w->opt.heartbeat_interval_ms, w->opt.watchdog_ms);
 
-    const int64_t interval_us = (int64_t)w->opt.heartbeat_interval_ms * 1000;
-    eb_frames frames;
-    eb_frames_init(&frames);
+    /* The I/O thread: wake four times per heartbeat interval. The compute thread heartbeats by
+     * itself while it holds the connection, so a heartbeat sent from here is at most a quarter
+     * interval late, far inside the broker's three-interval limit. */
+    int period_ms = w->opt.heartbeat_interval_ms / 4 > 0 ? w->opt.heartbeat_interval_ms / 4 : 1;
     eb_status result = EB_OK;
     while (!atomic_load(&w->stop)) {
-        int64_t now = eb_now_us();
-        int64_t next = w->last_send_us + interval_us;
-        long timeout_ms = next > now ? (long)((next - now + 999) / 1000) : 0;
-        if (timeout_ms > w->opt.heartbeat_interval_ms)
-            timeout_ms = w->opt.heartbeat_interval_ms;
-        zmq_pollitem_t items[3] = {
-            {.socket = w->sock, .events = ZMQ_POLLIN},
-            {.fd = w->wake_fd, .events = ZMQ_POLLIN},
-            {.fd = w->stop_fd, .events = ZMQ_POLLIN},
-        };
-        int rc = zmq_poll(w->sock ? items : items + 1, w->sock ? 3 : 2, timeout_ms);
-        if (rc < 0 && zmq_errno() != EINTR) {
-            eb_log_error("worker_poll_failed", "reason=\"%s\"", zmq_strerror(zmq_errno()));
+        struct pollfd stop_item = {.fd = w->stop_fd, .events = POLLIN};
+        if (poll(&stop_item, 1, period_ms) < 0 && errno != EINTR) {
+            eb_log_error("worker_poll_failed", "reason=\"%s\"", strerror(errno));
             result = EB_ERR_IO;
             break;
         }
-        if (w->sock && rc > 0 && (items[0].revents & ZMQ_POLLIN)) {
-            /* Drain what is there, boundedly, so heartbeats and replies are not starved. */
-            for (int k = 0; k < 64 && w->sock; k++) {
-                char err[256];
-                eb_status st = eb_frames_recv(w->sock, ZMQ_DONTWAIT, 3 + 4096,
-                                              w->opt.limits.max_message_bytes + 65536, &frames,
-                                              err, sizeof err);
-                if (st == EB_ERR_TIMEOUT)
-                    break;
-                if (st != EB_OK) {
-                    atomic_fetch_add(&w->st_bad, 1);
-                    eb_log_warn("worker_recv_failed", "status=%s reason=\"%s\"",
-                                eb_status_str(st), err);
-                    if (st == EB_ERR_IO)
-                        break;
-                    continue;
-                }
-                handle_message(w, &frames);
-                eb_frames_close(&frames);
-            }
-        }
-        /* Only when the compute thread said so (an empty eventfd read is a wasted syscall);
-         * items[1] is the eventfd whether or not the socket is in the set. */
-        if (rc > 0 && (items[1].revents & ZMQ_POLLIN))
-            flush_done(w);
-
-        now = eb_now_us();
+        if (atomic_load(&w->stop))
+            break;
+        int64_t now = eb_now_us();
         int64_t started = atomic_load(&w->batch_started_us);
         if (started && now - started > (int64_t)w->opt.watchdog_ms * 1000) {
+            /* The stuck forward runs without the lock, so this cannot wait for long. */
+            pthread_mutex_lock(&w->sock_mu);
             w->unhealthy = true;
             eb_log_error("worker_watchdog", "worker=%s batch_running_ms=%lld watchdog_ms=%d "
                          "action=exit", w->worker_id, (long long)((now - started) / 1000),
@@ -1200,17 +1218,23 @@ eb_status eb_worker_run(eb_worker *w)
                 send_heartbeat(w);
                 send_disconnect(w, "watchdog: compute thread made no progress");
             }
-            result = EB_ERR_TIMEOUT;
-            break;
+            pthread_mutex_unlock(&w->sock_mu);
+            return EB_ERR_TIMEOUT;
         }
-        if (!w->sock || now - w->last_recv_us > 3 * interval_us + (int64_t)w->backoff_ms * 1000) {
-            reconnect(w, w->sock ? "broker_silent" : "no_socket");
-            continue;
+        /* The lock is free only while the compute thread runs a forward or the canaries: keep
+         * the connection alive for it (broker heartbeats, RELEASE_SEGMENT and REQUESTs are read;
+         * REQUESTs wait in the queue). */
+        if (pthread_mutex_trylock(&w->sock_mu) == 0) {
+            drain_socket(w);
+            keep_alive(w);
+            pthread_mutex_unlock(&w->sock_mu);
         }
-        if (now - w->last_send_us >= interval_us)
-            send_heartbeat(w);
     }
-    eb_frames_close(&frames);
+    if (atomic_load(&w->io_failed))
+        result = EB_ERR_IO;
+    /* The compute thread saw the stop and let go of the connection (or is in a forward, whose
+     * results it will drop). */
+    pthread_mutex_lock(&w->sock_mu);
     if (result == EB_OK) {
         /* Let the DISCONNECT leave before the socket closes (LINGER 0 would drop it): the broker
          * then requeues at once instead of after 3 missed heartbeats. */
@@ -1220,6 +1244,7 @@ eb_status eb_worker_run(eb_worker *w)
         send_disconnect(w, "worker stopping");
         eb_log_info("worker_stopped", "worker=%s", w->worker_id);
     }
+    pthread_mutex_unlock(&w->sock_mu);
     return result;
 }
 
@@ -1237,17 +1262,13 @@ void eb_worker_destroy(eb_worker **wp)
         return;
     eb_worker *w = *wp;
     if (w->compute_started) {
-        pthread_mutex_lock(&w->mu);
-        w->compute_stop = true;
-        pthread_cond_broadcast(&w->cv);
-        pthread_mutex_unlock(&w->mu);
+        eb_worker_stop(w);
         pthread_join(w->compute_thread, NULL);
     }
     job *j;
     while ((j = queue_pop(&w->todo)))
         job_free(j);
-    while ((j = queue_pop(&w->done)))
-        job_free(j);
+    eb_frames_close(&w->rx);
     if (w->sock)
         zmq_close(w->sock);
     if (w->zctx)
@@ -1265,10 +1286,8 @@ void eb_worker_destroy(eb_worker **wp)
     free(w->in);
     free(w->out);
     free(w->slots);
-    close(w->wake_fd);
     close(w->stop_fd);
-    pthread_mutex_destroy(&w->mu);
-    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->sock_mu);
     pthread_mutex_destroy(&w->seg_mu);
     free(w->endpoint);
     free(w->worker_id);

@@ -1,18 +1,19 @@
-/* eb_worker — the embroker-worker process core: one I/O thread that talks to the broker and one
- * compute thread that runs the models.
+/* eb_worker — the embroker-worker process core: a compute thread that runs the models and serves
+ * the connection whenever it is not running one, and an I/O thread that keeps the connection
+ * alive while it is.
  *
- *   I/O thread (the caller of eb_worker_run)      compute thread
- *   ─────────────────────────────────────────     ─────────────────────────────────────────────
- *   DEALER socket to the broker's backend         takes batches from the job queue,
- *   READY once per broker instance/connection,    copies shm items (guarded copy) or reads the
- *   HEARTBEAT every interval (even mid-batch),    inline frames, hashes every input (eb_hash),
- *   receives REQUEST → job queue,                 runs the model (eb_model), posts the results
- *   sends REPLY + CREDIT when results come back,  back and wakes the I/O thread (eventfd)
- *   RELEASE_SEGMENT → segment cache,
- *   reconnects with backoff when the broker is
- *   silent for 3 intervals or restarted (new
- *   instance id), watchdog over the compute
- *   thread
+ *   compute thread                                 I/O thread (the caller of eb_worker_run)
+ *   ─────────────────────────────────────────────  ──────────────────────────────────────────────
+ *   between forwards it owns the DEALER socket:    wakes 4 times per heartbeat interval; while a
+ *   sleeps in zmq_poll, receives REQUESTs, groups  forward runs it owns the socket: receives what
+ *   them (take_group), copies shm items (guarded   the broker sent (REQUESTs wait in the queue,
+ *   copy) or reads inline frames, hashes every     RELEASE_SEGMENT → segment cache), HEARTBEATs,
+ *   input (eb_hash), runs the model (eb_model),    reconnects with backoff when the broker is
+ *   sends each REPLY + CREDIT itself, HEARTBEATs   silent for 3 intervals or restarted (new
+ *   when idle, READY on every new connection       instance id); watchdog over the forwards
+ *
+ * A request thus costs one thread wake-up in the worker, not three (eb_worker.c says why), and
+ * heartbeats still never wait for a batch.
  *
  * Credit: the worker holds at most `queue_items` items (default 2 × max_batch: one batch running,
  * one waiting). CREDIT is an increment (docs/protocol.md): after READY the worker grants its free
@@ -27,7 +28,7 @@
  * item with its code and message; the rest of the batch is answered normally. A model that fails
  * a whole batch fails every item of it.
  *
- * Watchdog: when one batch runs longer than watchdog_ms, the I/O thread logs it, sends a
+ * Watchdog: when one forward runs longer than watchdog_ms, the I/O thread logs it, sends a
  * HEARTBEAT with healthy=false and a DISCONNECT, and eb_worker_run returns EB_ERR_TIMEOUT; the
  * program then exits non-zero at once (the stuck compute thread cannot be joined) so the
  * supervisor restarts it and the broker requeues the batch.

@@ -1255,6 +1255,48 @@ static void test_expired_request_never_reaches_worker(void **state)
     PASSED();
 }
 
+/* A forward that lasts six heartbeat intervals: the compute thread is busy the whole time, so the
+ * I/O thread must heartbeat for it. The broker keeps the worker (never lost, heartbeat age always
+ * under the three-interval limit) and the request is answered once, by that worker. */
+static void test_heartbeats_continue_during_long_forward(void **state)
+{
+    (void)state;
+    env_setup(&E, 100);
+    start_worker(&E, "busy", "--identity-delay-ms", "600", NULL);
+    embroker_t *eb = client(&E, true);
+    wait_workers(eb, 1);
+    embroker_request_t *req = NULL;
+    char err[256];
+    embroker_input_t in = {.kind = EMBROKER_INPUT_IMAGE, .bytes = "long forward", .len = 12};
+    assert_int_equal(embroker_submit(eb, "identity", &in, 1, NULL, &req, err, sizeof err), EB_OK);
+    double max_age = 0;
+    int busy_samples = 0;
+    int64_t until = eb_now_us() + 550000;
+    while (eb_now_us() < until) {
+        cJSON *h = health(eb);
+        assert_non_null(h);
+        assert_int_equal((int)workers_field(h, NULL), 1);
+        if (workers_field(h, "inflight") >= 1) {
+            busy_samples++;
+            double age = workers_field(h, "heartbeat_age_ms");
+            max_age = age > max_age ? age : max_age;
+        }
+        cJSON_Delete(h);
+        eb_sleep_us(30000);
+    }
+    assert_true(busy_samples >= 5);
+    assert_true(max_age < 300);
+    assert_int_equal(embroker_wait(eb, req, 5000), EB_OK);
+    assert_int_equal(embroker_request_status(req), EB_OK);
+    assert_string_equal(embroker_request_result(req, 0)->worker, "busy");
+    cJSON *h = health(eb);
+    assert_int_equal((int)broker_counter(h, "workers_lost"), 0);
+    cJSON_Delete(h);
+    embroker_request_free(&req);
+    embroker_close(&eb);
+    PASSED();
+}
+
 /* A worker whose batch runs past watchdog_ms reports itself unhealthy and exits with status 70;
  * its item is requeued and served by another worker. */
 static void test_watchdog_exits_and_work_is_requeued(void **state)
@@ -1348,6 +1390,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_references_fail_only_their_item, setup_env,
                                         teardown_check),
         cmocka_unit_test_setup_teardown(test_expired_request_never_reaches_worker, setup_env,
+                                        teardown_check),
+        cmocka_unit_test_setup_teardown(test_heartbeats_continue_during_long_forward, setup_env,
                                         teardown_check),
         cmocka_unit_test_setup_teardown(test_watchdog_exits_and_work_is_requeued, setup_env,
                                         teardown_check),
