@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +109,12 @@ struct embroker {
     void *zctx;
     void *sock;
     void *monitor;             /* PAIR receiving the socket's connect/disconnect events */
+    int sock_fd, monitor_fd;   /* their ZMQ_FDs: readable when a command (a message) arrived */
+    /* "Idle": the last recv on that socket found nothing (EAGAIN) and nothing has touched it
+     * since, so anything new makes its ZMQ_FD readable and one plain poll() watches both
+     * sockets. A send may consume the DEALER's signal for a message it leaves queued, so every
+     * send clears sock_idle. See pump(). */
+    bool sock_idle, monitor_idle;
     pthread_mutex_t mu;
 
     eb_shm_segment *seg;
@@ -257,6 +264,7 @@ static eb_status send_msg(embroker_t *eb, const eb_proto_msg *m, zmq_msg_t *item
     }
     /* Block briefly rather than fail: a DEALER only blocks when the pipe is full (HWM). */
     eb_status st = eb_frames_send_msg(eb->sock, NULL, 0, m, items, n, 0, err, err_len);
+    eb->sock_idle = false; /* the send may have processed the DEALER's pending commands */
     if (st == EB_OK)
         eb->last_send_us = eb_now_us();
     return st;
@@ -339,16 +347,20 @@ static void on_restart(embroker_t *eb, uint64_t old_bid, uint64_t new_bid, uint6
         renew_segment(eb);
 }
 
-/* Connection events from the socket monitor. */
-static void drain_monitor(embroker_t *eb)
+/* Connection events from the socket monitor, until none is left. true when it handled one. */
+static bool drain_monitor(embroker_t *eb)
 {
+    bool got = false;
     for (;;) {
         zmq_msg_t ev, addr;
         zmq_msg_init(&ev);
         if (zmq_msg_recv(&ev, eb->monitor, ZMQ_DONTWAIT) < 0) {
+            eb->monitor_idle = zmq_errno() == EAGAIN;
             zmq_msg_close(&ev);
-            return;
+            return got;
         }
+        got = true;
+        eb->monitor_idle = false;
         uint16_t event = 0;
         if (zmq_msg_size(&ev) >= 2)
             memcpy(&event, zmq_msg_data(&ev), 2);
@@ -588,26 +600,68 @@ static void dispatch(embroker_t *eb, eb_frames *frames)
     eb_proto_msg_free(&msg);
 }
 
-/* Receive and dispatch everything already queued (no waiting). */
-static void drain(embroker_t *eb)
+/* Receive and dispatch what the DEALER holds, until none is left. true when it received a
+ * message. */
+static bool drain_socket(embroker_t *eb)
 {
-    drain_monitor(eb);
+    bool got = false;
     for (;;) {
         char err[256];
         eb_status st = eb_frames_recv(eb->sock, ZMQ_DONTWAIT, 3 + MAX_INPUTS + 16,
                                       eb->limits.max_message_bytes + 65536, &eb->frames, err,
                                       sizeof err);
-        if (st == EB_ERR_TIMEOUT)
-            return;
+        if (st == EB_ERR_TIMEOUT) {
+            eb->sock_idle = true;
+            return got;
+        }
+        eb->sock_idle = false;
         if (st != EB_OK) {
             eb_log_warn("client_recv_failed", "status=%s reason=\"%s\"", eb_status_str(st), err);
             if (st == EB_ERR_IO)
-                return;
+                return got;
             continue;
         }
+        got = true;
         dispatch(eb, &eb->frames);
         eb_frames_close(&eb->frames);
     }
+}
+
+/* Wait up to timeout_ms (0: only look) for the ZMQ_FD of an idle socket to turn readable, and
+ * say which did. A socket that is not idle is not watched (its fd proves nothing): the caller
+ * reads it anyway. */
+static void wait_fds(embroker_t *eb, int timeout_ms, bool *sock_ready, bool *monitor_ready)
+{
+    struct pollfd fds[2];
+    nfds_t n = 0;
+    int sock_i = -1, monitor_i = -1;
+    if (eb->sock_idle) {
+        sock_i = (int)n;
+        fds[n++] = (struct pollfd){.fd = eb->sock_fd, .events = POLLIN};
+    }
+    if (eb->monitor_idle) {
+        monitor_i = (int)n;
+        fds[n++] = (struct pollfd){.fd = eb->monitor_fd, .events = POLLIN};
+    }
+    *sock_ready = *monitor_ready = false;
+    if (n == 0 || poll(fds, n, timeout_ms) <= 0)
+        return; /* EINTR reads as a timeout: every caller loops on its own deadline */
+    *sock_ready = sock_i >= 0 && fds[sock_i].revents != 0;
+    *monitor_ready = monitor_i >= 0 && fds[monitor_i].revents != 0;
+}
+
+/* Receive and dispatch everything already queued (no waiting): the monitor first, then the
+ * DEALER. An idle socket is only read when its fd is readable, so a quiet look costs one
+ * poll() instead of two empty recvs (each an internal poll plus getpid in libzmq). */
+static void drain(embroker_t *eb)
+{
+    bool sock_ready, monitor_ready;
+    wait_fds(eb, 0, &sock_ready, &monitor_ready);
+    if (monitor_ready || !eb->monitor_idle)
+        drain_monitor(eb);
+    /* Handling an event may have sent (registration): then the DEALER is no longer idle. */
+    if (sock_ready || !eb->sock_idle)
+        drain_socket(eb);
 }
 
 /* Housekeeping shared by every path: heartbeat when quiet, restart a lost registration. */
@@ -624,19 +678,35 @@ static void housekeeping(embroker_t *eb)
         send_heartbeat(eb);
 }
 
-/* Wait up to timeout_ms for input (or less: heartbeats), then drain and housekeep. */
+/* Wait up to timeout_ms for input (or less: heartbeats), then drain and housekeep.
+ *
+ * Instead of zmq_poll (which asks each socket for ZMQ_EVENTS before and after it sleeps: an
+ * internal poll plus getpid per socket each time) a socket is first made idle by reading it
+ * until EAGAIN, and then one plain poll() on the idle sockets' ZMQ_FDs sleeps until either has
+ * news. That keeps the ZMQ_FD contract (zmq_getsockopt(3)): the fd only signals changes, so it
+ * may be slept on only once a look after the last send/recv found nothing; an EAGAIN recv is
+ * that look (it processes the pending commands first, as a ZMQ_EVENTS query would). */
 static void pump(embroker_t *eb, int timeout_ms)
 {
     int hb = eb->opt.heartbeat_interval_ms;
     if (timeout_ms < 0 || timeout_ms > hb / 2 + 1)
         timeout_ms = hb / 2 + 1;
-    zmq_pollitem_t items[2] = {
-        {.socket = eb->sock, .events = ZMQ_POLLIN},
-        {.socket = eb->monitor, .events = ZMQ_POLLIN},
-    };
-    int rc = zmq_poll(items, 2, timeout_ms);
-    if (rc > 0)
-        drain(eb);
+    /* A socket that is not idle (after a send, a received message or an error) may hold
+     * messages its fd does not announce: read it first, and do not sleep when that brought
+     * something (the caller looks at it first) or left the socket not idle (an error). */
+    bool got = false;
+    if (!eb->monitor_idle)
+        got |= drain_monitor(eb);
+    if (!eb->sock_idle)
+        got |= drain_socket(eb);
+    if (!got && eb->sock_idle && eb->monitor_idle) {
+        bool sock_ready, monitor_ready;
+        wait_fds(eb, timeout_ms, &sock_ready, &monitor_ready);
+        if (monitor_ready)
+            drain_monitor(eb);
+        if (sock_ready || !eb->sock_idle)
+            drain_socket(eb);
+    }
     housekeeping(eb);
 }
 
@@ -785,6 +855,13 @@ eb_status embroker_connect(const embroker_options_t *opt_in, embroker_t **out, c
         goto fail;
     }
     zmq_setsockopt(eb->monitor, ZMQ_LINGER, &zero, sizeof zero);
+    size_t sock_fd_len = sizeof eb->sock_fd, monitor_fd_len = sizeof eb->monitor_fd;
+    if (zmq_getsockopt(eb->sock, ZMQ_FD, &eb->sock_fd, &sock_fd_len) != 0 ||
+        zmq_getsockopt(eb->monitor, ZMQ_FD, &eb->monitor_fd, &monitor_fd_len) != 0) {
+        snprintf(err, err_len, "cannot get the ZMQ sockets' file descriptors: %s",
+                 zmq_strerror(zmq_errno()));
+        goto fail;
+    }
     if (zmq_connect(eb->sock, eb->endpoint) != 0) {
         snprintf(err, err_len, "cannot connect to %s: %s (check the endpoint)", eb->endpoint,
                  zmq_strerror(zmq_errno()));
@@ -1217,7 +1294,10 @@ eb_status embroker_wait(embroker_t *eb, embroker_request_t *req, int timeout_ms)
         return EB_ERR_INVALID;
     pthread_mutex_lock(&eb->mu);
     int64_t deadline = timeout_ms < 0 ? INT64_MAX : eb_now_us() + (int64_t)timeout_ms * 1000;
-    drain(eb);
+    /* pump reads whatever is queued before it sleeps, so a reply already here returns at once
+     * without an up-front drain; only a zero timeout, which never reaches pump, needs it. */
+    if (timeout_ms == 0)
+        drain(eb);
     while (!req->done) {
         int64_t now = eb_now_us();
         if (now >= deadline)
