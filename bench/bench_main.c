@@ -1,10 +1,11 @@
 /* embroker-bench — measure the serving path against floors taken in the same run.
  *
- *   embroker-bench roundtrip [--clients 1,8] [--requests 2000] [--input-bytes 4096] [--out DIR]
+ *   embroker-bench roundtrip [--clients 1,8] [--requests 2000] [--rounds 6] [--input-bytes 4096]
+ *                            [--out DIR]
  *       identity-model round trips through embrokerd + one embroker-worker (inputs through the
  *       client's shared-memory segment), against the floor: the same four hops through a plain
  *       zmq_proxy relay and an echo worker (bench/eb_bench_floor.c). Closed loop, one request in
- *       flight per client.
+ *       flight per client; every client alternates between the two systems in --rounds phases.
  *   embroker-bench transport [--sizes 65536,1048576,6291456,25165824] [--requests 40] [--out DIR]
  *   embroker-bench image --run-dir DIR --file IMAGE [--model siglip] [--requests 1000]
  *       end-to-end latency against a broker + worker that are already running
@@ -126,6 +127,39 @@ static void fill_input(uint8_t *buf, size_t n, unsigned seed)
     }
 }
 
+/* One identity request of job->input_bytes (whole RGB pixels) through `eb`; its latency and the
+ * reply's stage timings go into job's samples. `i` varies the input so that nothing can be served
+ * from a cache. */
+static void embroker_one(embroker_t *eb, uint8_t *input, int i, client_job *job)
+{
+    embroker_request_options_t ro = {.force_inline = job->force_inline};
+    fill_input(input, job->input_bytes < 64 ? job->input_bytes : 64, (unsigned)i * 7919u + 1);
+    /* raw pixels: one row of input_bytes/3 RGB pixels (input_bytes is a multiple of 3) */
+    embroker_input_t in = {.kind = EMBROKER_INPUT_RAW_RGB8, .bytes = input,
+                           .len = job->input_bytes, .width = (uint32_t)(job->input_bytes / 3),
+                           .height = 1};
+    embroker_request_t *req = NULL;
+    int64_t t0 = eb_now_us();
+    eb_status st = embroker_embed(eb, "identity", &in, 1, &ro, &req);
+    int64_t t1 = eb_now_us();
+    if (st == EB_OK) {
+        const embroker_timings_t *t = embroker_request_timings(req);
+        eb_samples_add(&job->total, t1 - t0);
+        if (t->hash_us >= 0)
+            eb_samples_add(&job->hash, t->hash_us);
+        if (t->copy_us >= 0)
+            eb_samples_add(&job->copy, t->copy_us);
+        if (t->infer_us >= 0)
+            eb_samples_add(&job->infer, t->infer_us);
+    } else {
+        job->total.errors++;
+        if (job->total.errors <= 3)
+            fprintf(stderr, "bench client: request failed: %s (%s)\n", eb_status_str(st),
+                    req ? embroker_request_error(req) : "");
+    }
+    embroker_request_free(&req);
+}
+
 static void *embroker_client(void *arg)
 {
     client_job *job = arg;
@@ -145,66 +179,133 @@ static void *embroker_client(void *arg)
         free(input);
         return NULL;
     }
-    embroker_request_options_t ro = {.force_inline = job->force_inline};
     pthread_barrier_wait(job->start);
-    for (int i = 0; i < job->requests; i++) {
-        /* a different input each time so nothing can be served from a cache */
-        fill_input(input, job->input_bytes < 64 ? job->input_bytes : 64, (unsigned)i * 7919u + 1);
-        /* raw pixels: one row of input_bytes/3 RGB pixels (input_bytes is a multiple of 3) */
-        embroker_input_t in = {.kind = EMBROKER_INPUT_RAW_RGB8, .bytes = input,
-                               .len = job->input_bytes, .width = (uint32_t)(job->input_bytes / 3),
-                               .height = 1};
-        embroker_request_t *req = NULL;
-        int64_t t0 = eb_now_us();
-        eb_status st = embroker_embed(eb, "identity", &in, 1, &ro, &req);
-        int64_t t1 = eb_now_us();
-        if (st == EB_OK) {
-            const embroker_timings_t *t = embroker_request_timings(req);
-            eb_samples_add(&job->total, t1 - t0);
-            if (t->hash_us >= 0)
-                eb_samples_add(&job->hash, t->hash_us);
-            if (t->copy_us >= 0)
-                eb_samples_add(&job->copy, t->copy_us);
-            if (t->infer_us >= 0)
-                eb_samples_add(&job->infer, t->infer_us);
-        } else {
-            job->total.errors++;
-            if (job->total.errors <= 3)
-                fprintf(stderr, "bench client: request failed: %s (%s)\n", eb_status_str(st),
-                        req ? embroker_request_error(req) : "");
-        }
-        embroker_request_free(&req);
-    }
+    for (int i = 0; i < job->requests; i++)
+        embroker_one(eb, input, i, job);
     embroker_close(&eb);
     free(input);
     return NULL;
 }
 
-static void *floor_client(void *arg)
+/* The round-trip comparison's client thread: one floor connection and one embroker connection,
+ * used in alternating phases (`rounds` of each, `requests / rounds` requests per phase), so that
+ * both systems run under the same machine conditions. On a shared VM the speed drifts by tens of
+ * percent within a minute; measuring the floor first and embroker second turned that drift into
+ * the ratio (1.36 to 1.71 for the same build), alternating spreads it over both. */
+static void free_job(client_job *job);
+
+typedef struct pair_job {
+    client_job floor, embroker; /* settings and samples of each side */
+    int rounds;
+    pthread_barrier_t *phase;
+} pair_job;
+
+static void *pair_client(void *arg)
 {
-    client_job *job = arg;
+    pair_job *job = arg;
     void *ctx = zmq_ctx_new();
     void *s = zmq_socket(ctx, ZMQ_DEALER);
     int linger = 0;
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_connect(s, job->floor_endpoint);
-    uint8_t *request = calloc(1, job->floor_request_bytes);
+    zmq_connect(s, job->floor.floor_endpoint);
+    uint8_t *request = calloc(1, job->floor.floor_request_bytes);
     char reply[65536];
-    pthread_barrier_wait(job->start);
-    for (int i = 0; i < job->requests; i++) {
-        int64_t t0 = eb_now_us();
-        zmq_send(s, request, job->floor_request_bytes, 0);
-        int n = zmq_recv(s, reply, sizeof reply, 0);
-        int64_t t1 = eb_now_us();
-        if (n < 0)
-            job->total.errors++;
-        else
-            eb_samples_add(&job->total, t1 - t0);
+    embroker_options_t opt;
+    embroker_options_default(&opt);
+    opt.run_dir = job->embroker.env->run_dir;
+    opt.timeout_ms = 30000;
+    opt.max_inline_bytes = 32u << 20;
+    opt.shm_size = 64u << 20;
+    embroker_t *eb = NULL;
+    char err[512];
+    uint8_t *input = malloc(job->embroker.input_bytes);
+    bool ok = embroker_connect(&opt, &eb, err, sizeof err) == EB_OK && input && request;
+    if (!ok)
+        fprintf(stderr, "bench client: %s\n", err);
+    /* warm-up on both sides, not recorded */
+    client_job scratch = job->embroker;
+    memset(&scratch.total, 0, 4 * sizeof(eb_samples));
+    for (int i = 0; ok && i < 50; i++) {
+        zmq_send(s, request, job->floor.floor_request_bytes, 0);
+        zmq_recv(s, reply, sizeof reply, 0);
+        embroker_one(eb, input, -1 - i, &scratch);
     }
+    free_job(&scratch);
+    int per_round = job->floor.requests / job->rounds;
+    pthread_barrier_wait(job->phase);
+    for (int r = 0; r < job->rounds; r++) {
+        for (int i = 0; i < per_round; i++) {
+            if (!ok) {
+                job->floor.total.errors++;
+                continue;
+            }
+            int64_t t0 = eb_now_us();
+            zmq_send(s, request, job->floor.floor_request_bytes, 0);
+            int n = zmq_recv(s, reply, sizeof reply, 0);
+            int64_t t1 = eb_now_us();
+            if (n < 0)
+                job->floor.total.errors++;
+            else
+                eb_samples_add(&job->floor.total, t1 - t0);
+        }
+        pthread_barrier_wait(job->phase);
+        for (int i = 0; i < per_round; i++) {
+            if (ok)
+                embroker_one(eb, input, r * per_round + i, &job->embroker);
+            else
+                job->embroker.total.errors++;
+        }
+        pthread_barrier_wait(job->phase);
+    }
+    embroker_close(&eb);
+    free(input);
     free(request);
     zmq_close(s);
     zmq_ctx_term(ctx);
     return NULL;
+}
+
+/* Run `clients` pair_client threads; merge their samples into floor_out and embroker_out and
+ * their phases' wall seconds into *floor_wall and *embroker_wall. */
+static void run_pairs(int clients, const pair_job *proto, client_job *floor_out,
+                      client_job *embroker_out, double *floor_wall, double *embroker_wall)
+{
+    pair_job *jobs = calloc((size_t)clients, sizeof *jobs);
+    pthread_t *threads = calloc((size_t)clients, sizeof *threads);
+    pthread_barrier_t phase;
+    pthread_barrier_init(&phase, NULL, (unsigned)clients + 1);
+    for (int i = 0; i < clients; i++) {
+        jobs[i] = *proto;
+        memset(&jobs[i].floor.total, 0, 4 * sizeof(eb_samples));
+        memset(&jobs[i].embroker.total, 0, 4 * sizeof(eb_samples));
+        jobs[i].phase = &phase;
+        pthread_create(&threads[i], NULL, pair_client, &jobs[i]);
+    }
+    *floor_wall = *embroker_wall = 0;
+    pthread_barrier_wait(&phase);
+    for (int r = 0; r < proto->rounds; r++) {
+        int64_t t0 = eb_now_us();
+        pthread_barrier_wait(&phase);
+        int64_t t1 = eb_now_us();
+        pthread_barrier_wait(&phase);
+        *floor_wall += (double)(t1 - t0) / 1e6;
+        *embroker_wall += (double)(eb_now_us() - t1) / 1e6;
+    }
+    memset(&floor_out->total, 0, 4 * sizeof(eb_samples));
+    memset(&embroker_out->total, 0, 4 * sizeof(eb_samples));
+    for (int i = 0; i < clients; i++) {
+        pthread_join(threads[i], NULL);
+        eb_samples_merge(&floor_out->total, &jobs[i].floor.total);
+        eb_samples_merge(&embroker_out->total, &jobs[i].embroker.total);
+        eb_samples_merge(&embroker_out->hash, &jobs[i].embroker.hash);
+        eb_samples_merge(&embroker_out->copy, &jobs[i].embroker.copy);
+        eb_samples_merge(&embroker_out->infer, &jobs[i].embroker.infer);
+        free_job(&jobs[i].floor);
+        free_job(&jobs[i].embroker);
+    }
+    pthread_barrier_destroy(&phase);
+    free(jobs);
+    free(threads);
 }
 
 /* Run `clients` threads of `fn`; merge their samples into *out; returns wall seconds. */
@@ -317,56 +418,58 @@ static int cmd_roundtrip(bench_env *env, const eb_config *cfg)
     long clients[8];
     int nclients = parse_list(eb_config_get(cfg, "clients", "1,8"), clients, 8);
     int requests = atoi(eb_config_get(cfg, "requests", "2000"));
+    int rounds = atoi(eb_config_get(cfg, "rounds", "6"));
     size_t input_bytes = (size_t)atol(eb_config_get(cfg, "input_bytes", "4095"));
     input_bytes -= input_bytes % 3; /* whole RGB pixels */
+    if (rounds < 1 || requests < rounds) {
+        fprintf(stderr, "roundtrip: need 1 <= --rounds <= --requests\n");
+        return 1;
+    }
     eb_row rows[32];
     size_t nrows = 0;
 
-    /* floor first, in the same run */
+    /* both systems up at once; each client alternates between them (pair_client) */
     eb_floor floor;
     if (eb_floor_start(&floor, env->run_dir, 64 * 4 + 160) != 0)
         return 1;
-    double floor_p50[8];
+    if (start_embroker(env, 32) != 0) {
+        eb_floor_stop(&floor);
+        return 1;
+    }
     for (int c = 0; c < nclients; c++) {
-        client_job proto = {.env = env, .requests = requests, .floor_endpoint = floor.frontend,
-                            .floor_request_bytes = 160};
-        client_job result = {0};
-        run_clients(1, &proto, floor_client, &result); /* warm-up */
-        free_job(&result);
-        double wall = run_clients((int)clients[c], &proto, floor_client, &result);
+        pair_job proto = {.rounds = rounds};
+        proto.floor = (client_job){.env = env, .requests = requests,
+                                   .floor_endpoint = floor.frontend, .floor_request_bytes = 160};
+        proto.embroker = (client_job){.env = env, .requests = requests, .input_bytes = input_bytes};
+        client_job fl = {0}, em = {0};
+        double floor_wall, embroker_wall;
+        run_pairs((int)clients[c], &proto, &fl, &em, &floor_wall, &embroker_wall);
+        const char *plural = clients[c] > 1 ? "s" : "";
         char label[96];
-        snprintf(label, sizeof label, "floor zmq_proxy, %ld client%s", clients[c], clients[c] > 1 ? "s" : "");
+        snprintf(label, sizeof label, "floor zmq_proxy, %ld client%s", clients[c], plural);
         eb_row_init(&rows[nrows], label);
-        add_latency_cols(&rows[nrows], &result.total, wall);
-        floor_p50[c] = rows[nrows].values[2];
+        add_latency_cols(&rows[nrows], &fl.total, floor_wall);
+        double floor_p50 = rows[nrows].values[2];
         eb_row_add(&rows[nrows], "x_floor_p50", 1.0);
         nrows++;
-        free_job(&result);
-    }
-    eb_floor_stop(&floor);
-
-    if (start_embroker(env, 32) != 0)
-        return 1;
-    for (int c = 0; c < nclients; c++) {
-        client_job proto = {.env = env, .requests = requests, .input_bytes = input_bytes};
-        client_job result = {0};
-        double wall = run_clients((int)clients[c], &proto, embroker_client, &result);
-        char label[96];
-        snprintf(label, sizeof label, "embroker identity shm, %ld client%s", clients[c], clients[c] > 1 ? "s" : "");
+        snprintf(label, sizeof label, "embroker identity shm, %ld client%s", clients[c], plural);
         eb_row_init(&rows[nrows], label);
-        add_latency_cols(&rows[nrows], &result.total, wall);
-        eb_row_add(&rows[nrows], "x_floor_p50", rows[nrows].values[2] / floor_p50[c]);
+        add_latency_cols(&rows[nrows], &em.total, embroker_wall);
+        eb_row_add(&rows[nrows], "x_floor_p50", rows[nrows].values[2] / floor_p50);
         nrows++;
-        free_job(&result);
+        free_job(&fl);
+        free_job(&em);
     }
     stop_embroker(env);
-    char notes[512];
+    eb_floor_stop(&floor);
+    char notes[640];
     snprintf(notes, sizeof notes,
-             "Closed loop, one request in flight per client, %d requests per client, %zu-byte input "
-             "through shared memory; floor = same hops through zmq_proxy + echo worker with a "
-             "160-byte request and 416-byte reply. x_floor_p50 = p50 / floor p50 at the same "
-             "client count (target <= 1.5).",
-             requests, input_bytes);
+             "Closed loop, one request in flight per client, %d requests per client and system, "
+             "%zu-byte input through shared memory; floor = same hops through zmq_proxy + echo "
+             "worker with a 160-byte request and 416-byte reply. Both run at once and every client "
+             "alternates between them in %d rounds, so machine drift hits both alike. "
+             "x_floor_p50 = p50 / floor p50 at the same client count (target <= 1.5).",
+             requests, input_bytes, rounds);
     write_results(env, "roundtrip", "Identity round trip vs zmq_proxy floor", rows, nrows, notes);
     return 0;
 }
