@@ -7,9 +7,12 @@
  * that remain, and each message has a schema decoder that reads the fields it knows, checks
  * type, range and limits at once, skips unknown keys, and copies what it keeps into a
  * per-message arena (so the decoded struct never points into the receive buffer). Errors carry
- * the field's path ("request.inputs[3].len …"). Encoding uses msgpack-c's packer, which only
- * writes. docs/protocol.md is the normative description; tests/unit/test_proto.c checks that
- * its hex examples decode with this code.
+ * the field's path ("request.inputs[3].len …"), kept as a stack of steps and rendered as text
+ * only when decoding fails. Encoding writes msgpack straight into one buffer, byte for byte what
+ * msgpack-c's packer would write. Every request is encoded and decoded several times across the
+ * processes, so the common path avoids per-field strlen, copies and allocations.
+ * docs/protocol.md is the normative description; tests/unit/test_proto.c checks that its hex
+ * examples decode with this code.
  */
 #include "eb_proto.h"
 
@@ -19,10 +22,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <msgpack.h>
-
 /* ---- arena ------------------------------------------------------------------------------- */
 
+/* A decoded message owns one arena. Its first block shares one malloc with the arena header and
+ * is small enough (ARENA_FIRST_BYTES) for glibc's per-thread cache, so decoding a typical
+ * message costs one cheap malloc and one free; bigger messages chain more blocks. */
 typedef struct arena_block {
     struct arena_block *next;
     size_t used, cap;
@@ -30,16 +34,43 @@ typedef struct arena_block {
 } arena_block;
 
 struct eb_proto_arena {
-    arena_block *head;
+    arena_block *head; /* newest block first; the last one lives inside this allocation */
 };
 
+enum {
+    ARENA_FIRST_BYTES = 1024, /* header + first block: at most glibc's tcache limit (1032) */
+    ARENA_HEADER_BYTES = (sizeof(struct eb_proto_arena) + _Alignof(max_align_t) - 1) /
+                         _Alignof(max_align_t) * _Alignof(max_align_t),
+};
+
+static arena_block *arena_first_block(struct eb_proto_arena *a)
+{
+    return (arena_block *)((unsigned char *)a + ARENA_HEADER_BYTES);
+}
+
+/* NULL when out of memory. */
+static struct eb_proto_arena *arena_new(void)
+{
+    struct eb_proto_arena *a = malloc(ARENA_FIRST_BYTES);
+    if (!a)
+        return NULL;
+    arena_block *b = arena_first_block(a);
+    b->next = NULL;
+    b->used = 0;
+    b->cap = ARENA_FIRST_BYTES - ARENA_HEADER_BYTES - sizeof *b;
+    a->head = b;
+    return a;
+}
+
+/* Uninitialised memory (every caller overwrites it or uses arena_zalloc); NULL when out of
+ * memory. */
 static void *arena_alloc(struct eb_proto_arena *a, size_t size)
 {
     size = (size + 15) & ~(size_t)15;
     if (size == 0)
         size = 16;
     arena_block *b = a->head;
-    if (!b || b->cap - b->used < size) {
+    if (b->cap - b->used < size) {
         size_t cap = size > 4096 ? size : 4096;
         b = malloc(sizeof *b + cap);
         if (!b)
@@ -51,7 +82,14 @@ static void *arena_alloc(struct eb_proto_arena *a, size_t size)
     }
     void *p = (unsigned char *)b->data + b->used;
     b->used += size;
-    memset(p, 0, size);
+    return p;
+}
+
+static void *arena_zalloc(struct eb_proto_arena *a, size_t size)
+{
+    void *p = arena_alloc(a, size);
+    if (p)
+        memset(p, 0, size);
     return p;
 }
 
@@ -59,8 +97,9 @@ static void arena_free(struct eb_proto_arena *a)
 {
     if (!a)
         return;
+    arena_block *first = arena_first_block(a);
     arena_block *b = a->head;
-    while (b) {
+    while (b != first) {
         arena_block *next = b->next;
         free(b);
         b = next;
@@ -68,16 +107,104 @@ static void arena_free(struct eb_proto_arena *a)
     free(a);
 }
 
+/* ---- small byte helpers ------------------------------------------------------------------ */
+
+/* Keys and most strings are a few bytes long, where a call to memcmp/memcpy costs more than
+ * the work: these read at most n bytes of each side, as overlapping 8- or 4-byte words. */
+static inline uint64_t load64(const void *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline uint32_t load32(const void *p)
+{
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline bool bytes_equal(const void *a_, const void *b_, size_t n)
+{
+    const uint8_t *a = a_, *b = b_;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8)
+            if (load64(a + i) != load64(b + i))
+                return false;
+        return load64(a + n - 8) == load64(b + n - 8);
+    }
+    if (n >= 4)
+        return load32(a) == load32(b) && load32(a + n - 4) == load32(b + n - 4);
+    return n == 0 || (a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]);
+}
+
+static inline void bytes_copy(void *dst_, const void *src_, size_t n)
+{
+    uint8_t *dst = dst_;
+    const uint8_t *src = src_;
+    if (n > 16) {
+        memcpy(dst, src, n);
+    } else if (n >= 8) {
+        uint64_t head = load64(src), tail = load64(src + n - 8);
+        memcpy(dst, &head, 8);
+        memcpy(dst + n - 8, &tail, 8);
+    } else if (n >= 4) {
+        uint32_t head = load32(src), tail = load32(src + n - 4);
+        memcpy(dst, &head, 4);
+        memcpy(dst + n - 4, &tail, 4);
+    } else if (n) {
+        uint8_t first = src[0], middle = src[n / 2], last = src[n - 1];
+        dst[0] = first;
+        dst[n / 2] = middle;
+        dst[n - 1] = last;
+    }
+}
+
+/* True when the n bytes are all in 0x01..0x7f (ASCII without NUL). */
+static bool ascii_no_nul(const uint8_t *p, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x = load64(p + i);
+        if ((x | ((x - ones) & ~x)) & highs) /* a byte >= 0x80, or a zero byte */
+            return false;
+    }
+    for (; i < n; i++)
+        if (p[i] - 1u >= 0x7fu)
+            return false;
+    return true;
+}
+
 /* ---- tables ------------------------------------------------------------------------------ */
 
-static const char *const op_names[] = {NULL, "embed_image", "embed_text", "scan", "health",
-                                       "delete", "store"};
-static const char *const kind_names[] = {NULL, "image", "raw_rgb8", "text"};
-static const char *const format_names[] = {"auto", "jpeg", "png", "webp"};
-static const char *const priority_names[] = {"interactive", "bulk"};
-static const char *const stage_names[EB_STAGE_COUNT] = {
-    "hash", "cache", "queue", "copy", "decode", "preprocess", "infer", "search", "store_enqueue",
-    "total"};
+/* A map key and its length: the decoder compares lengths before bytes, the encoder writes
+ * the length without strlen. */
+typedef struct map_key {
+    const char *name;
+    uint8_t len;
+} map_key;
+
+#define KEY(s) {"" s, sizeof(s) - 1}
+
+/* The key equals the len bytes at s. */
+static bool key_is(const map_key *key, const uint8_t *s, size_t len)
+{
+    return key->len == len && bytes_equal(key->name, s, len);
+}
+
+static const map_key op_names[] = {{NULL, 0},      KEY("embed_image"), KEY("embed_text"),
+                                    KEY("scan"),    KEY("health"),      KEY("delete"),
+                                    KEY("store")};
+static const map_key kind_names[] = {{NULL, 0}, KEY("image"), KEY("raw_rgb8"), KEY("text")};
+static const map_key format_names[] = {KEY("auto"), KEY("jpeg"), KEY("png"), KEY("webp")};
+static const map_key priority_names[] = {KEY("interactive"), KEY("bulk")};
+#define STAGE_NAMES(X)                                                                             \
+    X("hash") X("cache") X("queue") X("copy") X("decode") X("preprocess") X("infer") X("search")  \
+    X("store_enqueue") X("total")
+#define STAGE_KEY(s) KEY(s),
+static const map_key stage_keys[EB_STAGE_COUNT] = {STAGE_NAMES(STAGE_KEY)};
 
 enum { DIR_TO_BROKER = 1, DIR_FROM_BROKER = 2, DIR_BOTH = 3 };
 
@@ -152,14 +279,27 @@ typedef struct mp_val {
     uint32_t len;        /* str/bin/ext bytes; array/map element count */
 } mp_val;
 
+/* One step of an error path: a map key, or an array index when key is NULL. */
+typedef struct path_step {
+    const char *key;
+    uint32_t index;
+} path_step;
+
+enum {
+    PATH_MAX_STEPS = 8, /* schemas nest at most 5 deep ("reply.results[0].error.message") */
+    PATH_MAX_CHARS = 223, /* rendered paths are cut here */
+};
+
 typedef struct dec {
     const uint8_t *start, *p, *end;
     struct eb_proto_arena *arena;
     const eb_proto_limits *lim;
     char *err;
     size_t err_len;
-    char path[224];
-    size_t path_len;
+    /* The path of the field being read. It is needed only when decoding fails, so pushing and
+     * popping a step is O(1) and fail() renders the text. */
+    path_step path[PATH_MAX_STEPS];
+    unsigned path_depth;
     const size_t *frame_sizes;
     size_t n_frames;
     uint8_t *frame_used; /* n_frames flags: referenced already */
@@ -170,10 +310,43 @@ typedef struct dec {
 static eb_status fail(dec *d, eb_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+static void path_render_append(char *out, size_t *len, const char *text, size_t n)
+{
+    size_t room = PATH_MAX_CHARS - *len;
+    if (n > room)
+        n = room;
+    memcpy(out + *len, text, n);
+    *len += n;
+}
+
+/* The dotted and bracketed text of the path ("request.inputs[3].shm.len"), cut at
+ * PATH_MAX_CHARS. Returns its length. */
+static size_t path_render(const dec *d, char out[PATH_MAX_CHARS + 1])
+{
+    size_t len = 0;
+    unsigned depth = d->path_depth < PATH_MAX_STEPS ? d->path_depth : PATH_MAX_STEPS;
+    for (unsigned s = 0; s < depth; s++) {
+        const path_step *step = &d->path[s];
+        if (step->key) {
+            if (len)
+                path_render_append(out, &len, ".", 1);
+            path_render_append(out, &len, step->key, strlen(step->key));
+        } else {
+            char digits[16];
+            int n = snprintf(digits, sizeof digits, "[%u]", step->index);
+            path_render_append(out, &len, digits, (size_t)n);
+        }
+    }
+    out[len] = '\0';
+    return len;
+}
+
 static eb_status fail(dec *d, eb_status status, const char *fmt, ...)
 {
     if (d->err && d->err_len) {
-        int n = snprintf(d->err, d->err_len, "%s%s", d->path, d->path_len ? " " : "");
+        char path[PATH_MAX_CHARS + 1];
+        size_t path_len = path_render(d, path);
+        int n = snprintf(d->err, d->err_len, "%s%s", path, path_len ? " " : "");
         if (n < 0)
             n = 0;
         if ((size_t)n < d->err_len) {
@@ -186,47 +359,22 @@ static eb_status fail(dec *d, eb_status status, const char *fmt, ...)
     return status;
 }
 
-/* The path is built for every key of every message but read only when decoding fails, so it
- * is appended with plain copies (snprintf here showed up in profiles of the round trip). */
-static void path_append(dec *d, const char *text, size_t len)
+/* Steps beyond PATH_MAX_STEPS are counted but not kept (no schema nests that deep). */
+static void path_push_key(dec *d, const char *key)
 {
-    size_t room = sizeof d->path - 1 - d->path_len;
-    if (len > room)
-        len = room;
-    memcpy(d->path + d->path_len, text, len);
-    d->path_len += len;
-    d->path[d->path_len] = '\0';
+    if (d->path_depth < PATH_MAX_STEPS)
+        d->path[d->path_depth] = (path_step){key, 0};
+    d->path_depth++;
 }
 
-static size_t path_key(dec *d, const char *key)
+static void path_push_index(dec *d, uint32_t index)
 {
-    size_t old = d->path_len;
-    if (old)
-        path_append(d, ".", 1);
-    path_append(d, key, strlen(key));
-    return old;
+    if (d->path_depth < PATH_MAX_STEPS)
+        d->path[d->path_depth] = (path_step){NULL, index};
+    d->path_depth++;
 }
 
-static size_t path_index(dec *d, uint32_t i)
-{
-    size_t old = d->path_len;
-    char digits[16];
-    size_t n = sizeof digits;
-    digits[--n] = ']';
-    do {
-        digits[--n] = (char)('0' + i % 10);
-        i /= 10;
-    } while (i);
-    digits[--n] = '[';
-    path_append(d, digits + n, sizeof digits - n);
-    return old;
-}
-
-static void path_pop(dec *d, size_t len)
-{
-    d->path_len = len;
-    d->path[len] = '\0';
-}
+static void path_pop(dec *d) { d->path_depth--; }
 
 #define TRY(expr)                                                                                  \
     do {                                                                                           \
@@ -235,12 +383,19 @@ static void path_pop(dec *d, size_t len)
             return try_status_;                                                                    \
     } while (0)
 
-static uint64_t be(const uint8_t *p, int n)
+/* Big-endian integer of n = 1, 2, 4 or 8 bytes (spelled out: compilers turn each case into
+ * one load, where the general loop stayed a loop). */
+static inline uint64_t be(const uint8_t *p, int n)
 {
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v = v << 8 | p[i];
-    return v;
+    switch (n) {
+    case 1: return p[0];
+    case 2: return (uint64_t)p[0] << 8 | p[1];
+    case 4: return (uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 | (uint64_t)p[2] << 8 | p[3];
+    default:
+        return (uint64_t)p[0] << 56 | (uint64_t)p[1] << 48 | (uint64_t)p[2] << 40 |
+               (uint64_t)p[3] << 32 | (uint64_t)p[4] << 24 | (uint64_t)p[5] << 16 |
+               (uint64_t)p[6] << 8 | p[7];
+    }
 }
 
 static eb_status truncated(dec *d)
@@ -259,8 +414,45 @@ static eb_status take(dec *d, size_t n, const uint8_t **out)
     return EB_OK;
 }
 
-/* Read one value header (and the payload of str/bin/ext; not the elements of arrays/maps). */
+static eb_status mp_read_slow(dec *d, mp_val *v) __attribute__((noinline));
+
+/* Read one value header (and the payload of str/bin/ext; not the elements of arrays/maps).
+ * The one-byte forms that make up most of a body are read here; the rest, and every error, in
+ * mp_read_slow. */
 static eb_status mp_read(dec *d, mp_val *v)
+{
+    if (d->p >= d->end)
+        return mp_read_slow(d, v);
+    uint8_t c = *d->p;
+    size_t left = (size_t)(d->end - d->p) - 1; /* bytes after c */
+    if (c <= 0x7f) {
+        *v = (mp_val){.type = MP_UINT, .u = c};
+    } else if (c <= 0x9f) { /* fixmap, fixarray: each element takes at least one byte */
+        bool map = c <= 0x8f;
+        *v = (mp_val){.type = map ? MP_MAP : MP_ARRAY, .len = c & 0x0fu};
+        if ((size_t)v->len * (map ? 2 : 1) > left)
+            return mp_read_slow(d, v);
+    } else if (c <= 0xbf) { /* fixstr */
+        *v = (mp_val){.type = MP_STR, .data = d->p + 1, .len = c & 0x1fu};
+        if (v->len > left)
+            return mp_read_slow(d, v);
+        d->p += v->len;
+    } else if (c >= 0xe0) {
+        *v = (mp_val){.type = MP_INT, .i = (int8_t)c};
+    } else if (c == 0xc2 || c == 0xc3) {
+        *v = (mp_val){.type = MP_BOOL, .b = c == 0xc3};
+    } else if (c >= 0xcc && c <= 0xcf && left >= (size_t)1 << (c - 0xcc)) {
+        int n = 1 << (c - 0xcc);
+        *v = (mp_val){.type = MP_UINT, .u = be(d->p + 1, n)};
+        d->p += n;
+    } else {
+        return mp_read_slow(d, v);
+    }
+    d->p++;
+    return EB_OK;
+}
+
+static eb_status mp_read_slow(dec *d, mp_val *v)
 {
     const uint8_t *q = NULL;
     memset(v, 0, sizeof *v);
@@ -477,6 +669,20 @@ static eb_status get_double(dec *d, double min, double max, double *out)
     return EB_OK;
 }
 
+/* Copy a string value NUL-terminated into the arena. */
+static eb_status copy_str(dec *d, const mp_val *v, const char **out, uint32_t *len_out)
+{
+    char *s = arena_alloc(d->arena, (size_t)v->len + 1);
+    if (!s)
+        return fail(d, EB_ERR_NOMEM, "cannot be copied: out of memory");
+    bytes_copy(s, v->data, v->len);
+    s[v->len] = '\0';
+    *out = s;
+    if (len_out)
+        *len_out = v->len;
+    return EB_OK;
+}
+
 /* A string: at most max bytes (EB_ERR_TOO_LARGE, naming limit_name when given), valid UTF-8,
  * no NUL; copied NUL-terminated into the arena. */
 static eb_status get_str(dec *d, size_t max, const char *limit_name, const char **out,
@@ -489,20 +695,16 @@ static eb_status get_str(dec *d, size_t max, const char *limit_name, const char 
     if (v.len > max)
         return fail(d, EB_ERR_TOO_LARGE, "is %u bytes, exceeds %s%s%zu", v.len,
                     limit_name ? limit_name : "the maximum", limit_name ? " " : " of ", max);
-    if (!eb_proto_utf8_valid(v.data, v.len))
-        return fail(d, EB_ERR_INVALID, "is not valid UTF-8");
-    if (v.len && memchr(v.data, 0, v.len))
-        return fail(d, EB_ERR_INVALID, "contains a NUL character");
-    char *s = arena_alloc(d->arena, (size_t)v.len + 1);
-    if (!s)
-        return fail(d, EB_ERR_NOMEM, "cannot be copied: out of memory");
-    if (v.len)
-        memcpy(s, v.data, v.len);
-    s[v.len] = '\0';
-    *out = s;
-    if (len_out)
-        *len_out = v.len;
-    return EB_OK;
+    /* Most strings are ASCII without NUL, which passes both checks below; the others take
+     * them in the original order (UTF-8 first: it decides the error when a string fails
+     * both). */
+    if (!ascii_no_nul(v.data, v.len)) {
+        if (!eb_proto_utf8_valid(v.data, v.len))
+            return fail(d, EB_ERR_INVALID, "is not valid UTF-8");
+        if (memchr(v.data, 0, v.len))
+            return fail(d, EB_ERR_INVALID, "contains a NUL character");
+    }
+    return copy_str(d, &v, out, len_out);
 }
 
 /* A non-empty string of [A-Za-z0-9._-] (model revisions, backends): safe inside Redis keys. */
@@ -533,15 +735,14 @@ static eb_status get_token(dec *d, size_t max, bool lower_only, const char **out
 static eb_status get_model(dec *d, const char **out)
 {
     mp_val v;
-    const uint8_t *save = d->p;
     TRY(mp_read(d, &v));
     if (v.type != MP_STR)
         return wrong_type(d, &v, "a string");
     if (!eb_proto_model_name_valid((const char *)v.data, v.len))
         return fail(d, EB_ERR_INVALID, "\"%.*s\" is not a model name: use [a-z0-9._-]{1,64}",
                     v.len > 80 ? 80 : (int)v.len, (const char *)v.data);
-    d->p = save;
-    return get_str(d, EB_PROTO_MODEL_NAME_MAX, NULL, out, NULL);
+    /* A valid model name is short ASCII without NUL: get_str's checks would all pass. */
+    return copy_str(d, &v, out, NULL);
 }
 
 static eb_status get_segment_name(dec *d, const char **out)
@@ -568,23 +769,23 @@ static eb_status get_bin_exact(dec *d, uint8_t *out, uint32_t n)
 
 /* A string that must be one of names[lo..hi]. Unknown names are EB_ERR_UNSUPPORTED (a newer
  * peer may know more). */
-static eb_status get_enum(dec *d, const char *const *names, int lo, int hi, int *out)
+static eb_status get_enum(dec *d, const map_key *names, int lo, int hi, int *out)
 {
     mp_val v;
     TRY(mp_read(d, &v));
     if (v.type != MP_STR)
         return wrong_type(d, &v, "a string");
     for (int i = lo; i <= hi; i++)
-        if (names[i] && strlen(names[i]) == v.len && memcmp(names[i], v.data, v.len) == 0) {
+        if (names[i].name && key_is(&names[i], v.data, v.len)) {
             *out = i;
             return EB_OK;
         }
     char list[160] = "";
     size_t used = 0;
     for (int i = lo; i <= hi; i++) {
-        if (!names[i])
+        if (!names[i].name)
             continue;
-        int n = snprintf(list + used, sizeof list - used, "%s%s", used ? ", " : "", names[i]);
+        int n = snprintf(list + used, sizeof list - used, "%s%s", used ? ", " : "", names[i].name);
         if (n > 0 && used + (size_t)n < sizeof list)
             used += (size_t)n;
     }
@@ -607,15 +808,16 @@ static eb_status get_array(dec *d, uint32_t max, const char *limit_name, uint32_
 
 static void *alloc_array(dec *d, uint32_t n, size_t size)
 {
-    return arena_alloc(d->arena, (n ? n : 1) * size);
+    return arena_zalloc(d->arena, (n ? n : 1) * size);
 }
 
 /* Read a map, dispatching each known key to fn (path extended with the key); unknown keys are
  * skipped; duplicate known keys are a protocol error; keys in `required` must be present.
- * names has at most 64 entries. *seen_out (may be NULL) gets the set of keys present. */
+ * names has at most 64 entries, all different. *seen_out (may be NULL) gets the set of keys
+ * present. */
 typedef eb_status (*field_fn)(dec *d, int field, void *obj);
 
-static eb_status dec_map(dec *d, const char *const *names, int n_names, uint64_t required,
+static eb_status dec_map(dec *d, const map_key *names, int n_names, uint64_t required,
                          field_fn fn, void *obj, uint64_t *seen_out)
 {
     mp_val v;
@@ -623,35 +825,49 @@ static eb_status dec_map(dec *d, const char *const *names, int n_names, uint64_t
     if (v.type != MP_MAP)
         return wrong_type(d, &v, "a map");
     uint64_t seen = 0;
+    int next = 0; /* encoders write keys in table order: try the one after the last match first */
     for (uint32_t i = 0; i < v.len; i++) {
         mp_val k;
-        TRY(mp_read(d, &k));
-        if (k.type != MP_STR)
-            return fail(d, EB_ERR_PROTOCOL, "has a %s key, expected string keys",
-                        mp_type_names[k.type]);
+        /* Keys are short: read a fixstr in place, anything else through mp_read. */
+        if (d->p < d->end && (*d->p & 0xe0) == 0xa0 &&
+            (size_t)(d->end - d->p - 1) >= (size_t)(*d->p & 0x1f)) {
+            k.type = MP_STR;
+            k.len = *d->p & 0x1f;
+            k.data = d->p + 1;
+            d->p += 1 + k.len;
+        } else {
+            TRY(mp_read(d, &k));
+            if (k.type != MP_STR)
+                return fail(d, EB_ERR_PROTOCOL, "has a %s key, expected string keys",
+                            mp_type_names[k.type]);
+        }
         int field = -1;
-        for (int f = 0; f < n_names; f++)
-            if (strlen(names[f]) == k.len && memcmp(names[f], k.data, k.len) == 0) {
+        for (int tried = 0, f = next; tried < n_names; tried++) {
+            if (key_is(&names[f], k.data, k.len)) {
                 field = f;
                 break;
             }
+            if (++f == n_names)
+                f = 0;
+        }
         if (field < 0) {
             TRY(mp_skip(d)); /* unknown key: forward compatibility */
             continue;
         }
+        next = field + 1 == n_names ? 0 : field + 1;
         if (seen & ((uint64_t)1 << field))
-            return fail(d, EB_ERR_PROTOCOL, "has the key \"%s\" twice", names[field]);
+            return fail(d, EB_ERR_PROTOCOL, "has the key \"%s\" twice", names[field].name);
         seen |= (uint64_t)1 << field;
-        size_t saved = path_key(d, names[field]);
+        path_push_key(d, names[field].name);
         TRY(fn(d, field, obj));
-        path_pop(d, saved);
+        path_pop(d);
     }
     uint64_t missing = required & ~seen;
     if (missing) {
         int f = 0;
         while (!(missing & ((uint64_t)1 << f)))
             f++;
-        return fail(d, EB_ERR_PROTOCOL, "lacks the required key \"%s\"", names[f]);
+        return fail(d, EB_ERR_PROTOCOL, "lacks the required key \"%s\"", names[f].name);
     }
     if (seen_out)
         *seen_out = seen;
@@ -691,7 +907,7 @@ static eb_status check_all_frames_used(dec *d)
 static eb_status dec_error_obj(dec *d, eb_proto_error *e);
 
 enum { ERR_CODE, ERR_MESSAGE };
-static const char *const error_keys[] = {"code", "message"};
+static const map_key error_keys[] = {KEY("code"), KEY("message")};
 
 static eb_status error_field(dec *d, int f, void *obj)
 {
@@ -721,7 +937,7 @@ static eb_status timings_field(dec *d, int f, void *obj)
 static eb_status dec_timings(dec *d, eb_proto_timings *t)
 {
     eb_proto_timings_clear(t);
-    return dec_map(d, stage_names, EB_STAGE_COUNT, 0, timings_field, t, NULL);
+    return dec_map(d, stage_keys, EB_STAGE_COUNT, 0, timings_field, t, NULL);
 }
 
 /* ---- client channel ---------------------------------------------------------------------- */
@@ -737,7 +953,7 @@ static eb_status get_bid(dec *d, eb_proto_msg *m)
 }
 
 enum { REG_BID, REG_NAME, REG_SIZE };
-static const char *const register_keys[] = {"bid", "name", "size"};
+static const map_key register_keys[] = {KEY("bid"), KEY("name"), KEY("size")};
 
 static eb_status register_field(dec *d, int f, void *obj)
 {
@@ -755,7 +971,7 @@ static eb_status register_field(dec *d, int f, void *obj)
 }
 
 enum { CH_BID, CH_NAME, CH_NONCE };
-static const char *const challenge_keys[] = {"bid", "name", "nonce"};
+static const map_key challenge_keys[] = {KEY("bid"), KEY("name"), KEY("nonce")};
 
 static eb_status challenge_field(dec *d, int f, void *obj)
 {
@@ -768,7 +984,7 @@ static eb_status challenge_field(dec *d, int f, void *obj)
 }
 
 enum { PR_BID, PR_NAME };
-static const char *const prove_keys[] = {"bid", "name"};
+static const map_key prove_keys[] = {KEY("bid"), KEY("name")};
 
 static eb_status prove_field(dec *d, int f, void *obj)
 {
@@ -779,7 +995,8 @@ static eb_status prove_field(dec *d, int f, void *obj)
 }
 
 enum { RD_BID, RD_NAME, RD_STATUS, RD_ERROR, RD_SEG, RD_EPOCH };
-static const char *const registered_keys[] = {"bid", "name", "status", "error", "seg", "epoch"};
+static const map_key registered_keys[] = {KEY("bid"),   KEY("name"), KEY("status"),
+                                          KEY("error"), KEY("seg"),  KEY("epoch")};
 
 static eb_status registered_field(dec *d, int f, void *obj)
 {
@@ -802,12 +1019,12 @@ static eb_status registered_field(dec *d, int f, void *obj)
 
 /* Client input. */
 enum { IN_KIND, IN_FORMAT, IN_WIDTH, IN_HEIGHT, IN_SHM, IN_FRAME, IN_TEXT, IN_HASH };
-static const char *const input_keys[] = {"kind", "format", "width", "height",
-                                         "shm",  "frame",  "text",  "hash"};
+static const map_key input_keys[] = {KEY("kind"), KEY("format"), KEY("width"), KEY("height"),
+                                     KEY("shm"),  KEY("frame"),  KEY("text"),  KEY("hash")};
 
 enum { SHM_SEG, SHM_EPOCH, SHM_OFF, SHM_LEN };
-static const char *const shm_keys[] = {"seg", "epoch", "off", "len"};
-static const char *const wshm_keys[] = {"name", "epoch", "off", "len"};
+static const map_key shm_keys[] = {KEY("seg"), KEY("epoch"), KEY("off"), KEY("len")};
+static const map_key wshm_keys[] = {KEY("name"), KEY("epoch"), KEY("off"), KEY("len")};
 
 /* Both shm forms: seg id (client) or segment name (worker) at index 0. */
 typedef struct shm_ref {
@@ -904,7 +1121,7 @@ static eb_status input_check(dec *d, const input_view *in, uint64_t seen)
     }
     if (has_text)
         return fail(d, EB_ERR_PROTOCOL, "is a %s input and must not carry \"text\"",
-                    kind_names[*in->kind]);
+                    kind_names[*in->kind].name);
     if (has_shm == has_frame)
         return fail(d, EB_ERR_PROTOCOL, "must have exactly one of \"shm\" and \"frame\"");
     if (*in->shm.len == 0)
@@ -956,13 +1173,14 @@ enum {
     OPT_STORE, OPT_PRODUCT, OPT_INSTRUCTION, OPT_OUTPUT_DIM, OPT_TEXT_WEIGHT, OPT_IMAGE_WEIGHT,
     OPT_FILTERS
 };
-static const char *const option_keys[] = {
-    "deadline_ms", "priority",   "normalize",   "return_embedding", "k",
-    "template",    "source_type", "store",      "product_id",       "instruction",
-    "output_dim",  "text_weight", "image_weight", "filters"};
+static const map_key option_keys[] = {
+    KEY("deadline_ms"), KEY("priority"),    KEY("normalize"),   KEY("return_embedding"),
+    KEY("k"),           KEY("template"),    KEY("source_type"), KEY("store"),
+    KEY("product_id"),  KEY("instruction"), KEY("output_dim"),  KEY("text_weight"),
+    KEY("image_weight"), KEY("filters")};
 
 enum { FILT_TEMPLATE, FILT_SOURCE_TYPE };
-static const char *const filter_keys[] = {"template", "source_type"};
+static const map_key filter_keys[] = {KEY("template"), KEY("source_type")};
 
 static eb_status filter_field(dec *d, int f, void *obj)
 {
@@ -999,8 +1217,9 @@ static eb_status option_field(dec *d, int f, void *obj)
 }
 
 enum { RQ_BID, RQ_ID, RQ_OP, RQ_MODEL, RQ_TEXT_MODEL, RQ_INPUTS, RQ_OPTIONS };
-static const char *const request_keys[] = {"bid",    "id",     "op",     "model",
-                                           "text_model", "inputs", "options"};
+static const map_key request_keys[] = {KEY("bid"),    KEY("id"),         KEY("op"),
+                                       KEY("model"),  KEY("text_model"), KEY("inputs"),
+                                       KEY("options")};
 
 static eb_status request_field(dec *d, int f, void *obj)
 {
@@ -1022,9 +1241,9 @@ static eb_status request_field(dec *d, int f, void *obj)
         if (!r->inputs)
             return fail(d, EB_ERR_NOMEM, "cannot be stored: out of memory");
         for (uint32_t i = 0; i < r->n_inputs; i++) {
-            size_t saved = path_index(d, i);
+            path_push_index(d, i);
             TRY(dec_input(d, &r->inputs[i]));
-            path_pop(d, saved);
+            path_pop(d);
         }
         return EB_OK;
     }
@@ -1042,7 +1261,7 @@ static eb_status request_check(dec *d, eb_proto_request *r)
             texts++;
         else
             images++;
-    const char *op = op_names[r->op];
+    const char *op = op_names[r->op].name;
     switch (r->op) {
     case EB_OP_EMBED_IMAGE:
     case EB_OP_EMBED_TEXT:
@@ -1090,8 +1309,9 @@ static eb_status request_check(dec *d, eb_proto_request *r)
 
 /* Results of a REPLY. */
 enum { RS_STATUS, RS_ERROR, RS_HASH, RS_DIMS, RS_WORKER, RS_CACHED, RS_MODEL_REV };
-static const char *const result_keys[] = {"status", "error",  "hash",     "dims",
-                                          "worker", "cached", "model_rev"};
+static const map_key result_keys[] = {KEY("status"), KEY("error"),  KEY("hash"),
+                                      KEY("dims"),   KEY("worker"), KEY("cached"),
+                                      KEY("model_rev")};
 
 static eb_status result_field(dec *d, int f, void *obj)
 {
@@ -1115,7 +1335,8 @@ static eb_status result_field(dec *d, int f, void *obj)
 }
 
 enum { MT_PRODUCT, MT_SCORE, MT_TEMPLATE, MT_SOURCE_TYPE };
-static const char *const match_keys[] = {"product_id", "score", "template", "source_type"};
+static const map_key match_keys[] = {KEY("product_id"), KEY("score"), KEY("template"),
+                                     KEY("source_type")};
 
 static eb_status match_field(dec *d, int f, void *obj)
 {
@@ -1132,9 +1353,10 @@ enum {
     RP_BID, RP_ID, RP_STATUS, RP_ERROR, RP_RESULTS, RP_TIMINGS, RP_MATCHES, RP_SEARCH_ERROR,
     RP_STORE_ID, RP_DELETED, RP_HEALTH
 };
-static const char *const reply_keys[] = {"bid",     "id",           "status",   "error",
-                                         "results", "timings",      "matches",  "search_error",
-                                         "store_id", "deleted",     "health"};
+static const map_key reply_keys[] = {KEY("bid"),          KEY("id"),       KEY("status"),
+                                     KEY("error"),        KEY("results"),  KEY("timings"),
+                                     KEY("matches"),      KEY("search_error"),
+                                     KEY("store_id"),     KEY("deleted"),  KEY("health")};
 
 static eb_status reply_field(dec *d, int f, void *obj)
 {
@@ -1156,9 +1378,9 @@ static eb_status reply_field(dec *d, int f, void *obj)
         if (!r->results)
             return fail(d, EB_ERR_NOMEM, "cannot be stored: out of memory");
         for (uint32_t i = 0; i < r->n_results; i++) {
-            size_t saved = path_index(d, i);
+            path_push_index(d, i);
             TRY(dec_map(d, result_keys, 7, BIT(RS_STATUS), result_field, &r->results[i], NULL));
-            path_pop(d, saved);
+            path_pop(d);
         }
         return EB_OK;
     case RP_TIMINGS: return dec_timings(d, &r->timings);
@@ -1168,10 +1390,10 @@ static eb_status reply_field(dec *d, int f, void *obj)
         if (!r->matches)
             return fail(d, EB_ERR_NOMEM, "cannot be stored: out of memory");
         for (uint32_t i = 0; i < r->n_matches; i++) {
-            size_t saved = path_index(d, i);
+            path_push_index(d, i);
             TRY(dec_map(d, match_keys, 4, BIT(MT_PRODUCT) | BIT(MT_SCORE), match_field,
                         &r->matches[i], NULL));
-            path_pop(d, saved);
+            path_pop(d);
         }
         return EB_OK;
     case RP_SEARCH_ERROR:
@@ -1213,7 +1435,7 @@ static eb_status check_embedding_frame(dec *d, const char *what, uint32_t i, int
 }
 
 enum { CA_BID, CA_ID };
-static const char *const cancel_keys[] = {"bid", "id"};
+static const map_key cancel_keys[] = {KEY("bid"), KEY("id")};
 
 static eb_status cancel_field(dec *d, int f, void *obj)
 {
@@ -1224,7 +1446,8 @@ static eb_status cancel_field(dec *d, int f, void *obj)
 }
 
 enum { HB_BID, HB_WARM, HB_HEALTHY, HB_INFLIGHT };
-static const char *const heartbeat_keys[] = {"bid", "warm", "healthy", "inflight"};
+static const map_key heartbeat_keys[] = {KEY("bid"), KEY("warm"), KEY("healthy"),
+                                         KEY("inflight")};
 
 static eb_status heartbeat_field(dec *d, int f, void *obj)
 {
@@ -1239,7 +1462,7 @@ static eb_status heartbeat_field(dec *d, int f, void *obj)
 }
 
 enum { DC_BID, DC_REASON };
-static const char *const disconnect_keys[] = {"bid", "reason"};
+static const map_key disconnect_keys[] = {KEY("bid"), KEY("reason")};
 
 static eb_status disconnect_field(dec *d, int f, void *obj)
 {
@@ -1252,7 +1475,8 @@ static eb_status disconnect_field(dec *d, int f, void *obj)
 /* ---- worker channel ---------------------------------------------------------------------- */
 
 enum { MD_NAME, MD_MODEL_REV, MD_PREPROC_REV, MD_DIMS, MD_INPUT };
-static const char *const model_keys[] = {"name", "model_rev", "preproc_rev", "dims", "input"};
+static const map_key model_keys[] = {KEY("name"), KEY("model_rev"), KEY("preproc_rev"),
+                                     KEY("dims"), KEY("input")};
 
 static eb_status model_field(dec *d, int f, void *obj)
 {
@@ -1264,7 +1488,7 @@ static eb_status model_field(dec *d, int f, void *obj)
     case MD_PREPROC_REV: return get_token(d, EB_PROTO_ID_MAX, false, &md->preproc_rev);
     case MD_DIMS: return get_u32_range(d, 1, d->lim->max_dims, "max_dims", &md->dims);
     default: {
-        static const char *const model_inputs[] = {NULL, "image", NULL, "text"};
+        static const map_key model_inputs[] = {{NULL, 0}, KEY("image"), {NULL, 0}, KEY("text")};
         TRY(get_enum(d, model_inputs, 1, 3, &e));
         md->input = (eb_proto_input_kind)e;
         return EB_OK;
@@ -1273,8 +1497,8 @@ static eb_status model_field(dec *d, int f, void *obj)
 }
 
 enum { RY_BID, RY_WORKER, RY_BACKEND, RY_DEVICE, RY_MAX_BATCH, RY_MODELS };
-static const char *const ready_keys[] = {"bid",    "worker",    "backend",
-                                         "device", "max_batch", "models"};
+static const map_key ready_keys[] = {KEY("bid"),    KEY("worker"),    KEY("backend"),
+                                     KEY("device"), KEY("max_batch"), KEY("models")};
 
 static eb_status ready_field(dec *d, int f, void *obj)
 {
@@ -1306,20 +1530,20 @@ static eb_status ready_field(dec *d, int f, void *obj)
         if (!r->models)
             return fail(d, EB_ERR_NOMEM, "cannot be stored: out of memory");
         for (uint32_t i = 0; i < r->n_models; i++) {
-            size_t saved = path_index(d, i);
+            path_push_index(d, i);
             TRY(dec_map(d, model_keys, 5, 0x1f, model_field, &r->models[i], NULL));
             for (uint32_t j = 0; j < i; j++)
                 if (strcmp(r->models[j].name, r->models[i].name) == 0)
                     return fail(d, EB_ERR_INVALID, "repeats the model \"%s\"",
                                 r->models[i].name);
-            path_pop(d, saved);
+            path_pop(d);
         }
         return EB_OK;
     }
 }
 
 enum { CR_BID, CR_CREDIT };
-static const char *const credit_keys[] = {"bid", "credit"};
+static const map_key credit_keys[] = {KEY("bid"), KEY("credit")};
 
 static eb_status credit_field(dec *d, int f, void *obj)
 {
@@ -1331,9 +1555,10 @@ static eb_status credit_field(dec *d, int f, void *obj)
 
 /* Worker items: the input keys (same indexes) then their own. */
 enum { IT_ID = 8, IT_NORMALIZE, IT_INSTRUCTION, IT_OUTPUT_DIM };
-static const char *const item_keys[] = {"kind",  "format", "width",     "height",
-                                        "shm",   "frame",  "text",      "hash",
-                                        "id",    "normalize", "instruction", "output_dim"};
+static const map_key item_keys[] = {KEY("kind"),      KEY("format"),      KEY("width"),
+                                    KEY("height"),    KEY("shm"),         KEY("frame"),
+                                    KEY("text"),      KEY("hash"),        KEY("id"),
+                                    KEY("normalize"), KEY("instruction"), KEY("output_dim")};
 
 static eb_status item_field(dec *d, int f, void *obj)
 {
@@ -1355,7 +1580,7 @@ static eb_status item_field(dec *d, int f, void *obj)
 }
 
 enum { BT_BID, BT_BATCH, BT_MODEL, BT_ITEMS };
-static const char *const batch_keys[] = {"bid", "batch", "model", "items"};
+static const map_key batch_keys[] = {KEY("bid"), KEY("batch"), KEY("model"), KEY("items")};
 
 static eb_status batch_field(dec *d, int f, void *obj)
 {
@@ -1375,22 +1600,22 @@ static eb_status batch_field(dec *d, int f, void *obj)
         for (uint32_t i = 0; i < b->n_items; i++) {
             eb_proto_item *it = &b->items[i];
             it->normalize = true;
-            size_t saved = path_index(d, i);
+            path_push_index(d, i);
             uint64_t seen = 0;
             TRY(dec_map(d, item_keys, 12, BIT(IT_ID), item_field, it, &seen));
             input_view v = {&it->kind, &it->format, &it->width, &it->height, &it->source,
                             {NULL, &it->segment, &it->epoch, &it->off, &it->len}, &it->frame,
                             &it->text, &it->text_len};
             TRY(input_check(d, &v, seen));
-            path_pop(d, saved);
+            path_pop(d);
         }
         return EB_OK;
     }
 }
 
 enum { IR_ID, IR_STATUS, IR_ERROR, IR_HASH, IR_DIMS, IR_TIMINGS };
-static const char *const item_result_keys[] = {"id", "status", "error", "hash", "dims",
-                                               "timings"};
+static const map_key item_result_keys[] = {KEY("id"),   KEY("status"), KEY("error"),
+                                           KEY("hash"), KEY("dims"),   KEY("timings")};
 
 static eb_status item_result_field(dec *d, int f, void *obj)
 {
@@ -1413,7 +1638,7 @@ static eb_status item_result_field(dec *d, int f, void *obj)
 }
 
 enum { BR_BID, BR_BATCH, BR_ITEMS };
-static const char *const batch_reply_keys[] = {"bid", "batch", "items"};
+static const map_key batch_reply_keys[] = {KEY("bid"), KEY("batch"), KEY("items")};
 
 static eb_status batch_reply_field(dec *d, int f, void *obj)
 {
@@ -1429,17 +1654,17 @@ static eb_status batch_reply_field(dec *d, int f, void *obj)
             return fail(d, EB_ERR_NOMEM, "cannot be stored: out of memory");
         for (uint32_t i = 0; i < b->n_items; i++) {
             eb_proto_timings_clear(&b->items[i].timings);
-            size_t saved = path_index(d, i);
+            path_push_index(d, i);
             TRY(dec_map(d, item_result_keys, 6, BIT(IR_ID) | BIT(IR_STATUS), item_result_field,
                         &b->items[i], NULL));
-            path_pop(d, saved);
+            path_pop(d);
         }
         return EB_OK;
     }
 }
 
 enum { RL_BID, RL_NAME };
-static const char *const release_keys[] = {"bid", "name"};
+static const map_key release_keys[] = {KEY("bid"), KEY("name")};
 
 static eb_status release_field(dec *d, int f, void *obj)
 {
@@ -1452,7 +1677,7 @@ static eb_status release_field(dec *d, int f, void *obj)
 /* ---- top-level decode -------------------------------------------------------------------- */
 
 typedef struct schema {
-    const char *const *keys;
+    const map_key *keys;
     int n_keys;
     uint64_t required; /* besides bid */
     field_fn fn;
@@ -1592,7 +1817,7 @@ eb_status eb_proto_decode(eb_proto_channel channel, uint8_t command, bool from_b
         return fail(&d, EB_ERR_PROTOCOL, "unknown command byte 0x%02x on the %s channel",
                     command, channel == EB_PROTO_CHANNEL_WORKER ? "worker" : "client");
     const kind_info *ki = &kinds[kind];
-    path_key(&d, ki->path);
+    path_push_key(&d, ki->path);
     if ((ki->dir == DIR_TO_BROKER && from_broker) || (ki->dir == DIR_FROM_BROKER && !from_broker))
         return fail(&d, EB_ERR_PROTOCOL, "(command %s 0x%02x) is only sent %s the broker",
                     ki->name, command, ki->dir == DIR_TO_BROKER ? "to" : "by");
@@ -1613,10 +1838,10 @@ eb_status eb_proto_decode(eb_proto_channel channel, uint8_t command, bool from_b
         return fail(&d, EB_ERR_TOO_LARGE, "message of %llu bytes exceeds max_message_bytes %llu",
                     (unsigned long long)total, (unsigned long long)limits->max_message_bytes);
 
-    d.arena = calloc(1, sizeof *d.arena);
+    d.arena = arena_new();
     if (!d.arena)
         return fail(&d, EB_ERR_NOMEM, "cannot be decoded: out of memory");
-    d.frame_used = arena_alloc(d.arena, n_frames ? n_frames : 1);
+    d.frame_used = arena_zalloc(d.arena, n_frames ? n_frames : 1);
     eb_status st = d.frame_used ? EB_OK : fail(&d, EB_ERR_NOMEM, "cannot be decoded: out of "
                                                                  "memory");
     eb_proto_msg_init(out, kind);
@@ -1649,18 +1874,26 @@ eb_status eb_proto_decode(eb_proto_channel channel, uint8_t command, bool from_b
 
 /* ---- encoder ----------------------------------------------------------------------------- */
 
+/* The encoder writes msgpack itself, straight into one growing buffer, choosing every header
+ * exactly as msgpack-c's packer does (smallest form; str8 for 32..255-byte strings; integers
+ * by value, not by C type; doubles always as float 64). msgpack-c's packer hands each header
+ * and each body to a write callback, and that per-piece call cost more than the encoding. */
 typedef struct enc {
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
+    uint8_t *data; /* malloc'ed; becomes eb_proto_buf.data */
+    size_t len, cap;
     bool failed;
     char *err;
     size_t err_len;
     eb_status status;
 } enc;
 
-static void enc_check(enc *e, int rc)
+/* Most bodies fit, and a first buffer this small comes from glibc's per-thread cache (requests up
+ * to 1032 bytes); the buffer doubles when a body does not fit. */
+enum { ENC_FIRST_BYTES = 1024 };
+
+static void enc_nomem(enc *e)
 {
-    if (rc != 0 && !e->failed) {
+    if (!e->failed) {
         e->failed = true;
         e->status = EB_ERR_NOMEM;
         if (e->err && e->err_len)
@@ -1684,43 +1917,193 @@ static void enc_bad(enc *e, const char *fmt, ...)
     }
 }
 
-static void put_map(enc *e, uint32_t n) { enc_check(e, msgpack_pack_map(&e->pk, n)); }
-static void put_array(enc *e, uint32_t n) { enc_check(e, msgpack_pack_array(&e->pk, n)); }
-static void put_uint(enc *e, uint64_t v) { enc_check(e, msgpack_pack_uint64(&e->pk, v)); }
-static void put_int(enc *e, int64_t v) { enc_check(e, msgpack_pack_int64(&e->pk, v)); }
-static void put_double(enc *e, double v) { enc_check(e, msgpack_pack_double(&e->pk, v)); }
+static uint8_t *enc_grow(enc *e, size_t n) __attribute__((noinline));
 
-static void put_bool(enc *e, bool v)
+static uint8_t *enc_grow(enc *e, size_t n)
 {
-    enc_check(e, v ? msgpack_pack_true(&e->pk) : msgpack_pack_false(&e->pk));
+    size_t cap = e->cap ? e->cap : ENC_FIRST_BYTES;
+    while (cap - e->len < n) {
+        if (cap > SIZE_MAX / 2) {
+            enc_nomem(e);
+            return NULL;
+        }
+        cap *= 2;
+    }
+    uint8_t *data = realloc(e->data, cap);
+    if (!data) {
+        enc_nomem(e);
+        return NULL;
+    }
+    e->data = data;
+    e->cap = cap;
+    return e->data + e->len;
 }
+
+/* Room for n more bytes at e->data + e->len, or NULL (out of memory: recorded). */
+static inline uint8_t *enc_room(enc *e, size_t n)
+{
+    if (n <= e->cap - e->len)
+        return e->data + e->len;
+    return enc_grow(e, n);
+}
+
+static void put_raw(enc *e, const void *p, size_t n)
+{
+    uint8_t *q = enc_room(e, n);
+    if (!q)
+        return;
+    if (n)
+        memcpy(q, p, n);
+    e->len += n;
+}
+
+/* Write a header byte followed by `width` (0, 1, 2, 4 or 8) big-endian bytes of v at q (which
+ * has room); returns the bytes written. */
+static inline size_t write_head(uint8_t *q, uint8_t byte, int width, uint64_t v)
+{
+    q[0] = byte;
+    for (int i = 0; i < width; i++)
+        q[1 + i] = (uint8_t)(v >> (8 * (width - 1 - i)));
+    return 1 + (size_t)width;
+}
+
+static inline void put_head(enc *e, uint8_t byte, int width, uint64_t v)
+{
+    uint8_t *q = enc_room(e, 9);
+    if (q)
+        e->len += write_head(q, byte, width, v);
+}
+
+/* Map, array, str and bin headers (at most 5 bytes) at q: fix form (when n < fix_max), then
+ * 8 bits (when op8 != 0), 16 bits, 32 bits (n is cut to 32 bits there, as msgpack-c does). */
+static inline size_t write_len_head(uint8_t *q, size_t n, uint8_t fix, size_t fix_max,
+                                    uint8_t op8, uint8_t op16, uint8_t op32)
+{
+    if (n < fix_max)
+        return write_head(q, (uint8_t)(fix | n), 0, 0);
+    if (op8 && n < 256)
+        return write_head(q, op8, 1, n);
+    if (n < 65536)
+        return write_head(q, op16, 2, n);
+    return write_head(q, op32, 4, (uint32_t)n);
+}
+
+static void put_len_head(enc *e, size_t n, uint8_t fix, size_t fix_max, uint8_t op8,
+                         uint8_t op16, uint8_t op32)
+{
+    uint8_t *q = enc_room(e, 5);
+    if (q)
+        e->len += write_len_head(q, n, fix, fix_max, op8, op16, op32);
+}
+
+/* A str or bin header and its bytes, with one room check. */
+static void put_blob(enc *e, const void *p, size_t n, uint8_t fix, size_t fix_max, uint8_t op8,
+                     uint8_t op16, uint8_t op32)
+{
+    uint8_t *q = enc_room(e, 5 + n);
+    if (!q)
+        return;
+    size_t h = write_len_head(q, n, fix, fix_max, op8, op16, op32);
+    bytes_copy(q + h, p, n);
+    e->len += h + n;
+}
+
+static void put_map(enc *e, uint32_t n)
+{
+    if (n < 16)
+        put_head(e, (uint8_t)(0x80 | n), 0, 0);
+    else
+        put_len_head(e, n, 0x80, 16, 0, 0xde, 0xdf);
+}
+
+static void put_array(enc *e, uint32_t n)
+{
+    if (n < 16)
+        put_head(e, (uint8_t)(0x90 | n), 0, 0);
+    else
+        put_len_head(e, n, 0x90, 16, 0, 0xdc, 0xdd);
+}
+
+static void put_uint(enc *e, uint64_t v)
+{
+    if (v < 0x80)
+        put_head(e, (uint8_t)v, 0, 0);
+    else if (v < 0x100)
+        put_head(e, 0xcc, 1, v);
+    else if (v < 0x10000)
+        put_head(e, 0xcd, 2, v);
+    else if (v < 0x100000000ull)
+        put_head(e, 0xce, 4, v);
+    else
+        put_head(e, 0xcf, 8, v);
+}
+
+static void put_int(enc *e, int64_t v)
+{
+    if (v >= 0)
+        put_uint(e, (uint64_t)v);
+    else if (v >= -32)
+        put_head(e, (uint8_t)v, 0, 0); /* negative fixint */
+    else if (v >= -128)
+        put_head(e, 0xd0, 1, (uint64_t)v);
+    else if (v >= -32768)
+        put_head(e, 0xd1, 2, (uint64_t)v);
+    else if (v >= INT32_MIN)
+        put_head(e, 0xd2, 4, (uint64_t)v);
+    else
+        put_head(e, 0xd3, 8, (uint64_t)v);
+}
+
+static void put_double(enc *e, double v)
+{
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    put_head(e, 0xcb, 8, bits);
+}
+
+static void put_bool(enc *e, bool v) { put_head(e, v ? 0xc3 : 0xc2, 0, 0); }
 
 static void put_strn(enc *e, const char *s, size_t n)
 {
-    enc_check(e, msgpack_pack_str(&e->pk, n));
-    if (n)
-        enc_check(e, msgpack_pack_str_body(&e->pk, s, n));
+    put_blob(e, s, n, 0xa0, 32, 0xd9, 0xda, 0xdb);
 }
 
 static void put_str(enc *e, const char *s) { put_strn(e, s ? s : "", s ? strlen(s) : 0); }
 
 static void put_bin(enc *e, const uint8_t *p, size_t n)
 {
-    enc_check(e, msgpack_pack_bin(&e->pk, n));
-    if (n)
-        enc_check(e, msgpack_pack_bin_body(&e->pk, p, n));
+    put_blob(e, p, n, 0, 0, 0xc4, 0xc5, 0xc6);
 }
 
-static void put_key(enc *e, const char *key) { put_strn(e, key, strlen(key)); }
+/* A string of at most 31 bytes: a fixstr. */
+static void put_fixstr(enc *e, const char *s, size_t n)
+{
+    uint8_t *q = enc_room(e, 1 + n);
+    if (!q)
+        return;
+    q[0] = (uint8_t)(0xa0 | n);
+    bytes_copy(q + 1, s, n);
+    e->len += 1 + n;
+}
+
+/* Keys are string literals (the "" makes anything else a compile error) shorter than 32 bytes
+ * (the array size turns negative otherwise), so they are fixstrs of known length. */
+#define put_key(e, key)                                                                            \
+    put_fixstr((e), "" key, sizeof(key) - 1 + 0 * sizeof(char[sizeof(key) <= 32 ? 1 : -1]))
 
 /* A required string field. */
-static void put_req_str(enc *e, const char *key, const char *s, const char *what)
+static void put_req_str_n(enc *e, const char *key, size_t key_len, const char *s,
+                          const char *what)
 {
     if (!s)
         enc_bad(e, "cannot encode %s: %s is NULL", what, key);
-    put_key(e, key);
+    put_fixstr(e, key, key_len);
     put_str(e, s);
 }
+
+#define put_req_str(e, key, s, what)                                                              \
+    put_req_str_n((e), "" key, sizeof(key) - 1 + 0 * sizeof(char[sizeof(key) <= 32 ? 1 : -1]),  \
+                  (s), (what))
 
 static void put_error_obj(enc *e, int32_t code, const char *message)
 {
@@ -1746,7 +2129,7 @@ static void put_timings(enc *e, const eb_proto_timings *t)
     put_map(e, timings_count(t));
     for (int i = 0; i < EB_STAGE_COUNT; i++)
         if (t->us[i] >= 0) {
-            put_key(e, stage_names[i]);
+            put_fixstr(e, stage_keys[i].name, stage_keys[i].len);
             put_uint(e, (uint64_t)t->us[i]);
         }
 }
@@ -1779,7 +2162,7 @@ static void put_input_common(enc *e, eb_proto_input_kind kind, eb_proto_format f
         return;
     }
     put_key(e, "kind");
-    put_str(e, kind_names[kind]);
+    put_fixstr(e, kind_names[kind].name, kind_names[kind].len);
     if (kind == EB_INPUT_TEXT) {
         if (!text && text_len)
             enc_bad(e, "cannot encode a text input: text is NULL");
@@ -1789,7 +2172,7 @@ static void put_input_common(enc *e, eb_proto_input_kind kind, eb_proto_format f
     }
     if (kind == EB_INPUT_IMAGE && format != EB_FORMAT_AUTO) {
         put_key(e, "format");
-        put_str(e, format_names[format]);
+        put_fixstr(e, format_names[format].name, format_names[format].len);
     }
     if (kind == EB_INPUT_RAW_RGB8) {
         put_key(e, "width");
@@ -1817,7 +2200,7 @@ static void put_input_common(enc *e, eb_proto_input_kind kind, eb_proto_format f
         put_uint(e, frame);
     } else {
         enc_bad(e, "cannot encode a %s input without a source (shm or inline)",
-                kind_names[kind]);
+                kind_names[kind].name);
     }
 }
 
@@ -1917,7 +2300,7 @@ static void enc_request(enc *e, const eb_proto_request *r)
     put_key(e, "id");
     put_uint(e, r->id);
     put_key(e, "op");
-    put_str(e, op);
+    put_fixstr(e, op, op_names[r->op].len);
     if (r->model) {
         put_key(e, "model");
         put_str(e, r->model);
@@ -2029,7 +2412,7 @@ static void enc_reply(enc *e, const eb_proto_reply *r, uint32_t base)
     }
     if (r->health) {
         put_key(e, "health");
-        enc_check(e, msgpack_sbuffer_write(&e->sb, (const char *)r->health, r->health_len));
+        put_raw(e, r->health, r->health_len); /* already msgpack: copied as is */
     }
 }
 
@@ -2162,8 +2545,6 @@ eb_status eb_proto_encode(const eb_proto_msg *msg, eb_proto_buf *out, char *err,
     enc e = {0};
     e.err = err;
     e.err_len = err_len;
-    msgpack_sbuffer_init(&e.sb);
-    msgpack_packer_init(&e.pk, &e.sb, msgpack_sbuffer_write);
     uint32_t base = msg->from_broker ? 1 : 0; /* the "bid" key */
 
     /* Map header (counting "bid" when the broker sends), the fields, then "bid" last: key
@@ -2255,11 +2636,11 @@ eb_status eb_proto_encode(const eb_proto_msg *msg, eb_proto_buf *out, char *err,
         put_uint(&e, msg->bid);
     }
     if (e.failed) {
-        msgpack_sbuffer_destroy(&e.sb);
+        free(e.data);
         return e.status;
     }
-    out->data = (uint8_t *)e.sb.data;
-    out->len = e.sb.size;
+    out->data = e.data;
+    out->len = e.len;
     return EB_OK;
 }
 
@@ -2467,13 +2848,13 @@ bool eb_proto_segment_name_valid(const char *name, size_t len)
 
 const char *eb_proto_op_str(eb_proto_op op)
 {
-    return op >= EB_OP_EMBED_IMAGE && op <= EB_OP_LAST ? op_names[op] : NULL;
+    return op >= EB_OP_EMBED_IMAGE && op <= EB_OP_LAST ? op_names[op].name : NULL;
 }
 
 bool eb_proto_op_from_str(const char *s, size_t len, eb_proto_op *op)
 {
     for (int i = EB_OP_EMBED_IMAGE; i <= EB_OP_LAST; i++)
-        if (s && strlen(op_names[i]) == len && memcmp(op_names[i], s, len) == 0) {
+        if (s && key_is(&op_names[i], (const uint8_t *)s, len)) {
             *op = (eb_proto_op)i;
             return true;
         }
@@ -2482,24 +2863,24 @@ bool eb_proto_op_from_str(const char *s, size_t len, eb_proto_op *op)
 
 const char *eb_proto_input_kind_str(eb_proto_input_kind kind)
 {
-    return kind >= EB_INPUT_IMAGE && kind <= EB_INPUT_TEXT ? kind_names[kind] : NULL;
+    return kind >= EB_INPUT_IMAGE && kind <= EB_INPUT_TEXT ? kind_names[kind].name : NULL;
 }
 
 const char *eb_proto_format_str(eb_proto_format format)
 {
-    return format >= EB_FORMAT_AUTO && format <= EB_FORMAT_WEBP ? format_names[format] : NULL;
+    return format >= EB_FORMAT_AUTO && format <= EB_FORMAT_WEBP ? format_names[format].name : NULL;
 }
 
 const char *eb_proto_priority_str(eb_proto_priority priority)
 {
     return priority == EB_PRIORITY_INTERACTIVE || priority == EB_PRIORITY_BULK
-               ? priority_names[priority]
+               ? priority_names[priority].name
                : NULL;
 }
 
 const char *eb_proto_stage_str(eb_proto_stage stage)
 {
-    return stage >= 0 && stage < EB_STAGE_COUNT ? stage_names[stage] : NULL;
+    return stage >= 0 && stage < EB_STAGE_COUNT ? stage_keys[stage].name : NULL;
 }
 
 /* ---- msgpack -> JSON --------------------------------------------------------------------- */
