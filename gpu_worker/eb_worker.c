@@ -104,6 +104,7 @@ struct eb_worker {
     pthread_mutex_t sock_mu;
     void *zctx;
     void *sock;
+    int sock_fd;           /* sock's ZMQ_FD (wait_for_input) */
     eb_frames rx;          /* receive scratch */
     uint64_t generation;
     uint64_t broker_bid;   /* 0 = unknown yet */
@@ -759,6 +760,13 @@ static eb_status open_socket(eb_worker *w)
     zmq_setsockopt(w->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
     int64_t max_msg = (int64_t)w->opt.limits.max_message_bytes + 65536;
     zmq_setsockopt(w->sock, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg);
+    size_t fd_len = sizeof w->sock_fd;
+    if (zmq_getsockopt(w->sock, ZMQ_FD, &w->sock_fd, &fd_len) != 0) {
+        eb_log_error("worker_socket_failed", "reason=\"no ZMQ_FD: %s\"", zmq_strerror(zmq_errno()));
+        zmq_close(w->sock);
+        w->sock = NULL;
+        return EB_ERR_IO;
+    }
     if (zmq_connect(w->sock, w->endpoint) != 0) {
         eb_log_error("worker_connect_failed", "endpoint=%s reason=\"%s\"", w->endpoint,
                      zmq_strerror(zmq_errno()));
@@ -948,10 +956,23 @@ static void keep_alive(eb_worker *w)
 
 /* ---- compute thread: the serving loop ---------------------------------------------------------- */
 
-/* Nothing queued: sleep in zmq_poll until the broker sends something, eb_worker_stop, the next
- * heartbeat or the next canary; then receive what came. */
+/* Nothing queued: sleep until the broker sends something, eb_worker_stop, the next heartbeat or
+ * the next canary; then receive what came.
+ *
+ * This is zmq_poll with less asking (broker/eb_loop.c says the same): ZMQ_EVENTS first, which also
+ * processes the socket's pending commands and so re-arms its ZMQ_FD; then one poll() on that fd
+ * and the stop eventfd. A readable ZMQ_FD only says that something changed, so the receive loop
+ * finds out what (and stops at EAGAIN). */
 static void wait_for_input(eb_worker *w)
 {
+    if (w->sock) {
+        uint32_t zev = 0;
+        size_t len = sizeof zev;
+        if (zmq_getsockopt(w->sock, ZMQ_EVENTS, &zev, &len) == 0 && (zev & ZMQ_POLLIN)) {
+            drain_socket(w);
+            return;
+        }
+    }
     int64_t now = eb_now_us();
     int64_t wake = w->last_send_us + (int64_t)w->opt.heartbeat_interval_ms * 1000;
     if (w->next_canary_us && w->next_canary_us < wake)
@@ -959,18 +980,18 @@ static void wait_for_input(eb_worker *w)
     long timeout_ms = wake > now ? (long)((wake - now + 999) / 1000) : 0;
     if (timeout_ms > w->opt.heartbeat_interval_ms)
         timeout_ms = w->opt.heartbeat_interval_ms;
-    zmq_pollitem_t items[2] = {
-        {.socket = w->sock, .events = ZMQ_POLLIN},
-        {.fd = w->stop_fd, .events = ZMQ_POLLIN},
+    struct pollfd fds[2] = {
+        {.fd = w->stop_fd, .events = POLLIN},
+        {.fd = w->sock ? w->sock_fd : -1, .events = POLLIN},
     };
-    int rc = zmq_poll(w->sock ? items : items + 1, w->sock ? 2 : 1, timeout_ms);
-    if (rc < 0 && zmq_errno() != EINTR) {
-        eb_log_error("worker_poll_failed", "reason=\"%s\"", zmq_strerror(zmq_errno()));
+    int rc = poll(fds, 2, (int)timeout_ms);
+    if (rc < 0 && errno != EINTR) {
+        eb_log_error("worker_poll_failed", "reason=\"%s\"", strerror(errno));
         atomic_store(&w->io_failed, true);
         eb_worker_stop(w);
         return;
     }
-    if (w->sock && rc > 0 && (items[0].revents & ZMQ_POLLIN))
+    if (w->sock && rc > 0 && fds[1].revents)
         drain_socket(w);
 }
 
