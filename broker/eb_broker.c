@@ -1726,7 +1726,8 @@ static void fail_bad_references(eb_broker *b, eb_request *r, eb_client *cl)
             eb_shm_ref ref = {.epoch = in->epoch, .offset = in->off, .length = in->len};
             char detail[256];
             st = eb_shm_reader_validate(seg->reader, &ref, detail, sizeof detail);
-            snprintf(why, sizeof why, "inputs[%u]: %s", i, detail);
+            if (st != EB_OK) /* formatted only when needed: this runs for every shm input */
+                snprintf(why, sizeof why, "inputs[%u]: %s", i, detail);
         }
         if (st != EB_OK)
             item_done(b, &r->items[i], st, why);
