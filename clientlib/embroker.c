@@ -14,6 +14,11 @@
  * earlier, because a worker may still be copying from them. When the broker restarts (its
  * instance id changes) every request in flight fails with EB_ERR_RESTARTED and the segment is
  * registered again with the new broker.
+ *
+ * Memory: a request costs two allocations, because every wake-up runs this code cache-cold and
+ * the allocator was a fifth of a blocking call: one at submit (the request with its result and
+ * region slots, request_new) and one at completion (reply_block: error, result strings,
+ * embeddings, matches, measured before they are copied). Both live until embroker_request_free.
  */
 #include "embroker.h"
 
@@ -42,6 +47,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 enum {
     BUCKETS = 1024, /* request id hash table */
     MAX_INPUTS = 256,
+    SUBMIT_STACK_INPUTS = 8, /* inputs whose wire form submit_locked keeps on the stack */
 };
 
 typedef enum reg_state {
@@ -63,13 +69,16 @@ struct embroker_request {
     bool reported;             /* returned by embroker_poll */
     bool in_done_queue;
     eb_status status;
-    char *error;
+    const char *error;          /* in reply_block, a static string, or NULL (never freed itself) */
     size_t n;
-    embroker_result_t *results; /* (n,) once done */
-    float *embeddings;          /* all results' floats */
-    char **strings;             /* strdup'ed strings owned by the request */
-    size_t n_strings;
-    eb_shm_ref *refs;           /* regions to free on completion */
+    embroker_result_t *results; /* (n,) once done: result_slots; NULL while pending */
+    embroker_result_t *result_slots; /* (n,) zeroed, inside this request's own allocation */
+    /* Everything a completion keeps (error, result strings, embeddings, matches) lives in this
+     * one malloc'ed block, sized before it is filled, so a reply costs one allocation and
+     * embroker_request_free one free instead of one per string. */
+    char *reply_block;
+    eb_shm_ref *refs;           /* (n,) inside this request's own allocation; regions to free on
+                                   completion */
     size_t n_refs;
     bool used_shm;
     int64_t submit_us;
@@ -82,12 +91,12 @@ struct embroker_request {
     bool want_embedding;                      /* the request asked for embedding frames */
     /* scan / store / delete */
     eb_proto_op op;
-    embroker_match_t *matches;                /* (n_matches,) */
+    embroker_match_t *matches;                /* (n_matches,) in reply_block */
     size_t n_matches;
     bool has_search_error;
     eb_status search_error;
-    const char *search_message;               /* owned via strings */
-    const char *store_id;                     /* owned via strings, NULL when none */
+    const char *search_message;               /* in reply_block */
+    const char *store_id;                     /* in reply_block, NULL when none */
     bool has_deleted;
     uint64_t deleted;
 };
@@ -155,18 +164,70 @@ static void default_run_dir(char *buf, size_t cap)
         snprintf(buf, cap, "/tmp/embroker-%u", (unsigned)getuid());
 }
 
-static char *req_strdup(embroker_request *r, const char *s)
+/* A request and its per-input slots (results, shm regions) in one zeroed allocation: the
+ * slots' sizes are known at submit, and one malloc/free pair per request is cheaper than three.
+ * NULL when out of memory. */
+static embroker_request *request_new(size_t n)
+{
+    size_t slots = n ? n : 1;
+    /* Offsets rounded up so each array is aligned for its type whatever the struct sizes. */
+    size_t results_off = (sizeof(embroker_request) + 15) & ~(size_t)15;
+    size_t refs_off = (results_off + slots * sizeof(embroker_result_t) + 15) & ~(size_t)15;
+    /* malloc, not calloc: glibc's calloc skips the thread cache and costs several times more
+     * instructions for a block of this size. The header and the result slots are zeroed apart
+     * (region slots are written before use), which also keeps GCC from folding malloc + one
+     * memset back into calloc. */
+    char *base = malloc(refs_off + slots * sizeof(eb_shm_ref));
+    if (!base)
+        return NULL;
+    embroker_request *r = (embroker_request *)base;
+    memset(r, 0, sizeof *r);
+    memset(base + results_off, 0, slots * sizeof(embroker_result_t));
+    r->result_slots = (embroker_result_t *)(base + results_off);
+    r->refs = (eb_shm_ref *)(base + refs_off);
+    return r;
+}
+
+/* A bump allocator over a request's reply_block: the caller measures first (block_size_str and
+ * friends), allocates once, then carves. Carving past the measured size returns NULL / "" rather
+ * than overflowing, so a measuring mistake degrades to empty strings, never to corruption. */
+typedef struct reply_carver {
+    char *base;
+    size_t used, cap;
+} reply_carver;
+
+static size_t block_size_str(const char *s)
+{
+    return (s ? strlen(s) : 0) + 1;
+}
+
+static void *carve(reply_carver *c, size_t bytes)
+{
+    if (bytes > c->cap - c->used)
+        return NULL;
+    void *p = c->base + c->used;
+    c->used += bytes;
+    return p;
+}
+
+/* A copy of s (NULL reads as "") in the block; "" when it does not fit (see above). */
+static const char *carve_str(reply_carver *c, const char *s)
 {
     if (!s)
         s = "";
-    char **grown = realloc(r->strings, (r->n_strings + 1) * sizeof *grown);
-    if (!grown)
-        return NULL;
-    r->strings = grown;
-    char *d = strdup(s);
-    if (d)
-        r->strings[r->n_strings++] = d;
+    size_t len = strlen(s) + 1;
+    char *d = carve(c, len);
+    if (!d)
+        return "";
+    memcpy(d, s, len);
     return d;
+}
+
+/* Equal texts (NULL and "" alike): consecutive results of one batch usually share the worker
+ * and model revision, so they share one copy. */
+static bool same_text(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
 }
 
 static void pending_insert(embroker_t *eb, embroker_request *r)
@@ -228,9 +289,7 @@ static void free_regions(embroker_t *eb, embroker_request *r)
     for (size_t i = 0; i < r->n_refs; i++)
         if (eb && eb->seg)
             eb_shm_segment_free(eb->seg, &r->refs[i]);
-    free(r->refs);
-    r->refs = NULL;
-    r->n_refs = 0;
+    r->n_refs = 0; /* the slots themselves belong to the request's allocation */
 }
 
 /* Complete a (taken-from-pending) request with a whole-request status. */
@@ -238,17 +297,24 @@ static void complete_error(embroker_t *eb, embroker_request *r, eb_status st, co
 {
     free_regions(eb, r);
     r->status = st;
-    free(r->error);
-    r->error = strdup(msg ? msg : eb_status_str(st));
-    if (!r->results)
-        r->results = calloc(r->n ? r->n : 1, sizeof *r->results);
-    if (r->results)
-        for (size_t i = 0; i < r->n; i++) {
-            r->results[i].status = st;
-            r->results[i].message = r->error ? r->error : "";
-            r->results[i].worker = "";
-            r->results[i].model_rev = "";
-        }
+    if (!msg)
+        msg = eb_status_str(st);
+    size_t len = strlen(msg) + 1;
+    free(r->reply_block);
+    r->reply_block = malloc(len);
+    if (r->reply_block) {
+        memcpy(r->reply_block, msg, len);
+        r->error = r->reply_block;
+    } else {
+        r->error = eb_status_str(st); /* static: still says what happened */
+    }
+    r->results = r->result_slots;
+    for (size_t i = 0; i < r->n; i++) {
+        r->results[i].status = st;
+        r->results[i].message = r->error;
+        r->results[i].worker = "";
+        r->results[i].model_rev = "";
+    }
     r->timings.client_total_us = eb_now_us() - r->submit_us;
     r->done = true;
     done_queue_push(eb, r);
@@ -385,42 +451,73 @@ static bool drain_monitor(embroker_t *eb)
     }
 }
 
-/* Copy the scan/store/delete fields of a reply into the request (strings into its own
- * storage: the decoded message is freed after dispatch). false when out of memory. */
-static bool take_scan_fields(embroker_request *r, const eb_proto_reply *rep)
+/* The matches go first in reply_block and the embeddings right after them, the strings last:
+ * the block comes from malloc (aligned for anything) and the matches' size keeps the floats
+ * aligned. */
+_Static_assert(sizeof(embroker_match_t) % _Alignof(float) == 0, "floats follow the matches");
+
+/* Bytes of reply_block that handle_reply carves for `rep` (n_results of its results used, the
+ * request's message `error`), in the order it carves them; *floats = embedding floats. */
+static size_t reply_block_size(const eb_proto_reply *rep, size_t n_results, const char *error,
+                               size_t *floats)
+{
+    size_t total_floats = 0;
+    for (size_t i = 0; i < n_results; i++)
+        total_floats += rep->results[i].dims;
+    *floats = total_floats;
+    size_t bytes = (size_t)rep->n_matches * sizeof(embroker_match_t);
+    bytes += total_floats * sizeof(float);
+    bytes += block_size_str(error);
+    for (uint32_t i = 0; i < rep->n_matches; i++) {
+        const eb_proto_match *m = &rep->matches[i];
+        bytes += block_size_str(m->product_id) + block_size_str(m->template_name) +
+                 block_size_str(m->source_type);
+    }
+    if (rep->has_search_error)
+        bytes += block_size_str(rep->search_error.message);
+    if (rep->store_id)
+        bytes += block_size_str(rep->store_id);
+    for (size_t i = 0; i < n_results; i++) {
+        const eb_proto_result *in = &rep->results[i];
+        bytes += block_size_str(in->error);
+        if (i == 0 || !same_text(in->worker, rep->results[i - 1].worker))
+            bytes += block_size_str(in->worker);
+        if (i == 0 || !same_text(in->model_rev, rep->results[i - 1].model_rev))
+            bytes += block_size_str(in->model_rev);
+    }
+    return bytes;
+}
+
+/* Copy the scan/store/delete fields of a reply into the request: the matches into `matches`
+ * (rep->n_matches slots already carved), their strings into the block (the decoded message is
+ * freed after dispatch). */
+static void take_scan_fields(embroker_request *r, const eb_proto_reply *rep,
+                             embroker_match_t *matches, reply_carver *c)
 {
     if (rep->n_matches) {
-        r->matches = calloc(rep->n_matches, sizeof *r->matches);
-        if (!r->matches)
-            return false;
-        for (uint32_t i = 0; i < rep->n_matches; i++) {
-            const eb_proto_match *m = &rep->matches[i];
-            embroker_match_t *o = &r->matches[i];
-            o->product_id = req_strdup(r, m->product_id);
-            o->template_name = req_strdup(r, m->template_name);
-            o->source_type = req_strdup(r, m->source_type);
-            o->score = m->score;
-            if (!o->product_id || !o->template_name || !o->source_type)
-                return false;
+        r->matches = matches;
+        if (r->matches) {
+            for (uint32_t i = 0; i < rep->n_matches; i++) {
+                const eb_proto_match *m = &rep->matches[i];
+                embroker_match_t *o = &r->matches[i];
+                o->product_id = carve_str(c, m->product_id);
+                o->template_name = carve_str(c, m->template_name);
+                o->source_type = carve_str(c, m->source_type);
+                o->score = m->score;
+            }
+            r->n_matches = rep->n_matches;
         }
-        r->n_matches = rep->n_matches;
     }
     if (rep->has_search_error) {
         r->has_search_error = true;
         r->search_error = rep->search_error.code != EB_OK ? (eb_status)rep->search_error.code
                                                           : EB_ERR_INTERNAL;
-        r->search_message = req_strdup(r, rep->search_error.message);
-        if (!r->search_message)
-            return false;
+        r->search_message = carve_str(c, rep->search_error.message);
     }
-    if (rep->store_id) {
-        r->store_id = req_strdup(r, rep->store_id);
-        if (!r->store_id)
-            return false;
-    }
+    if (rep->store_id)
+        r->store_id = carve_str(c, rep->store_id);
     r->has_deleted = rep->has_deleted;
     r->deleted = rep->deleted;
-    return true;
 }
 
 static void handle_reply(embroker_t *eb, const eb_frames *frames, const eb_frames_view *view,
@@ -434,7 +531,6 @@ static void handle_reply(embroker_t *eb, const eb_frames *frames, const eb_frame
     }
     free_regions(eb, r);
     r->status = rep->status;
-    r->error = strdup(rep->error ? rep->error : "");
     r->timings.queue_us = rep->timings.us[EB_STAGE_QUEUE];
     r->timings.copy_us = rep->timings.us[EB_STAGE_COPY];
     r->timings.hash_us = rep->timings.us[EB_STAGE_HASH];
@@ -445,66 +541,68 @@ static void handle_reply(embroker_t *eb, const eb_frames *frames, const eb_frame
     r->timings.total_us = rep->timings.us[EB_STAGE_TOTAL];
     r->timings.search_us = rep->timings.us[EB_STAGE_SEARCH];
     r->timings.store_enqueue_us = rep->timings.us[EB_STAGE_STORE_ENQUEUE];
-    r->timings.client_total_us = eb_now_us() - r->submit_us;
+    r->timings.client_total_us = eb->last_recv_us - r->submit_us; /* dispatch: just now */
     if (rep->health && rep->health_len) {
         char *json = NULL;
         if (eb_proto_msgpack_to_json(rep->health, rep->health_len, &json) == EB_OK)
             r->health_json = json;
     }
-    if (!take_scan_fields(r, rep)) {
-        r->status = EB_ERR_NOMEM;
-        r->done = true;
-        done_queue_push(eb, r);
-        return;
-    }
-    r->results = calloc(r->n ? r->n : 1, sizeof *r->results);
-    size_t total_floats = 0;
-    for (uint32_t i = 0; i < rep->n_results && i < r->n; i++)
-        total_floats += rep->results[i].dims;
-    r->embeddings = malloc((total_floats ? total_floats : 1) * sizeof(float));
-    if (!r->results || !r->embeddings || !r->error) {
-        r->status = EB_ERR_NOMEM;
-        r->done = true;
-        done_queue_push(eb, r);
-        return;
-    }
+    /* The whole request's message: the broker's, or ours when the reply is malformed. */
+    const char *error = rep->error ? rep->error : "";
+    char mismatch[160];
     if (rep->n_results != r->n && r->status == EB_OK && r->n > 0) {
         r->status = EB_ERR_PROTOCOL;
-        free(r->error);
-        char msg[160];
-        snprintf(msg, sizeof msg, "reply has %u results for %zu inputs", rep->n_results, r->n);
-        r->error = strdup(msg);
+        snprintf(mismatch, sizeof mismatch, "reply has %u results for %zu inputs",
+                 rep->n_results, r->n);
+        error = mismatch;
     }
+    size_t n_results = rep->n_results < r->n ? rep->n_results : r->n;
+    size_t total_floats;
+    size_t bytes = reply_block_size(rep, n_results, error, &total_floats);
+    r->reply_block = malloc(bytes);
+    if (!r->reply_block) {
+        r->status = EB_ERR_NOMEM;
+        r->error = "out of memory storing the reply";
+        r->done = true;
+        done_queue_push(eb, r);
+        return;
+    }
+    /* Carved in the order reply_block_size counts: the arrays first, the most aligned first
+     * (the matches hold pointers and doubles), then the strings. */
+    reply_carver c = {.base = r->reply_block, .cap = bytes};
+    embroker_match_t *matches = carve(&c, (size_t)rep->n_matches * sizeof *matches);
+    float *embeddings = carve(&c, total_floats * sizeof(float));
+    take_scan_fields(r, rep, matches, &c);
+    r->error = carve_str(&c, error);
+    r->results = r->result_slots;
     size_t off = 0;
     for (size_t i = 0; i < r->n; i++) {
         embroker_result_t *o = &r->results[i];
-        if (i >= rep->n_results) {
+        if (i >= n_results) {
             o->status = r->status != EB_OK ? r->status : EB_ERR_PROTOCOL;
-            o->message = r->error ? r->error : "";
+            o->message = r->error;
             o->worker = o->model_rev = "";
             continue;
         }
         const eb_proto_result *in = &rep->results[i];
         o->status = in->status;
-        o->message = req_strdup(r, in->error);
-        o->worker = req_strdup(r, in->worker);
-        o->model_rev = req_strdup(r, in->model_rev);
-        if (!o->message)
-            o->message = "";
-        if (!o->worker)
-            o->worker = "";
-        if (!o->model_rev)
-            o->model_rev = "";
+        o->message = carve_str(&c, in->error);
+        o->worker = i > 0 && same_text(in->worker, rep->results[i - 1].worker)
+                        ? r->results[i - 1].worker
+                        : carve_str(&c, in->worker);
+        o->model_rev = i > 0 && same_text(in->model_rev, rep->results[i - 1].model_rev)
+                           ? r->results[i - 1].model_rev
+                           : carve_str(&c, in->model_rev);
         o->cached = in->cached;
         o->has_hash = in->has_hash;
         if (in->has_hash)
             memcpy(o->hash, in->hash, sizeof o->hash);
-        if (in->status == EB_OK && in->dims > 0 && i < view->n_items) {
+        if (in->status == EB_OK && in->dims > 0 && i < view->n_items && embeddings) {
             const zmq_msg_t *f = &frames->parts[view->first_item + i];
-            size_t bytes = zmq_msg_size((zmq_msg_t *)f);
-            if (bytes == (size_t)in->dims * sizeof(float)) {
-                memcpy(r->embeddings + off, zmq_msg_data((zmq_msg_t *)f), bytes);
-                o->embedding = r->embeddings + off;
+            size_t frame_bytes = zmq_msg_size((zmq_msg_t *)f);
+            if (frame_bytes == (size_t)in->dims * sizeof(float)) {
+                memcpy(embeddings + off, zmq_msg_data((zmq_msg_t *)f), frame_bytes);
+                o->embedding = embeddings + off;
                 o->dims = in->dims;
                 off += in->dims;
             } else {
@@ -623,7 +721,9 @@ static bool drain_socket(embroker_t *eb)
         }
         got = true;
         dispatch(eb, &eb->frames);
-        eb_frames_close(&eb->frames);
+        /* No eb_frames_close here: the next eb_frames_recv (at the latest the EAGAIN one that
+         * ends this loop) releases the parts and keeps the parts array for the next message
+         * instead of a realloc and free per message. embroker_close frees it. */
     }
 }
 
@@ -995,16 +1095,9 @@ eb_status embroker_heartbeat(embroker_t *eb)
 
 static void request_free_memory(embroker_request *r)
 {
-    free(r->error);
-    free(r->results);
-    free(r->embeddings);
-    for (size_t i = 0; i < r->n_strings; i++)
-        free(r->strings[i]);
-    free(r->strings);
-    free(r->refs);
+    free(r->reply_block);
     free(r->health_json);
-    free(r->matches);
-    free(r);
+    free(r); /* with its result and region slots (request_new) */
 }
 
 static void unlink_all(embroker_t *eb, embroker_request *r)
@@ -1082,25 +1175,26 @@ static eb_status submit_locked(embroker_t *eb, const embroker_input_t *inputs, s
          eb->reg == REG_LOST) && n > 0)
         wait_registered(eb, eb->opt.connect_timeout_ms);
 
-    embroker_request *r = calloc(1, sizeof *r);
-    eb_proto_input *pin = calloc(n ? n : 1, sizeof *pin);
-    zmq_msg_t *frames = calloc(n ? n : 1, sizeof *frames);
+    /* The wire inputs and inline frames only live until the send: on the stack for the usual
+     * few inputs, on the heap for large batches (up to MAX_INPUTS would be ~40 KiB of stack). */
+    eb_proto_input pin_stack[SUBMIT_STACK_INPUTS];
+    zmq_msg_t frames_stack[SUBMIT_STACK_INPUTS];
+    bool on_heap = n > SUBMIT_STACK_INPUTS;
+    embroker_request *r = request_new(n);
+    eb_proto_input *pin = on_heap ? calloc(n, sizeof *pin) : pin_stack;
+    zmq_msg_t *frames = on_heap ? calloc(n, sizeof *frames) : frames_stack;
     size_t n_frames = 0;
     if (!r || !pin || !frames) {
         free(r);
-        free(pin);
-        free(frames);
+        if (on_heap) {
+            free(pin);
+            free(frames);
+        }
         snprintf(err, err_len, "cannot submit: out of memory");
         return EB_ERR_NOMEM;
     }
-    r->refs = calloc(n ? n : 1, sizeof *r->refs);
-    if (!r->refs) {
-        free(r);
-        free(pin);
-        free(frames);
-        snprintf(err, err_len, "cannot submit: out of memory");
-        return EB_ERR_NOMEM;
-    }
+    if (!on_heap)
+        memset(pin_stack, 0, n * sizeof *pin);
     r->n = n;
     r->id = eb->next_id++;
     r->owner = eb;
@@ -1232,8 +1326,10 @@ static eb_status submit_locked(embroker_t *eb, const embroker_input_t *inputs, s
         goto fail;
     for (size_t i = 0; i < n_frames; i++)
         zmq_msg_close(&frames[i]);
-    free(frames);
-    free(pin);
+    if (on_heap) {
+        free(frames);
+        free(pin);
+    }
     r->timings = (embroker_timings_t){-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
     r->timings.client_hash_us = spec->client_hash && n ? hash_us : -1;
     pending_insert(eb, r);
@@ -1247,8 +1343,10 @@ static eb_status submit_locked(embroker_t *eb, const embroker_input_t *inputs, s
 fail:
     for (size_t i = 0; i < n_frames; i++)
         zmq_msg_close(&frames[i]);
-    free(frames);
-    free(pin);
+    if (on_heap) {
+        free(frames);
+        free(pin);
+    }
     free_regions(eb, r);
     request_free_memory(r);
     *out = NULL;
@@ -1288,11 +1386,9 @@ eb_status embroker_submit(embroker_t *eb, const char *model, const embroker_inpu
     return st;
 }
 
-eb_status embroker_wait(embroker_t *eb, embroker_request_t *req, int timeout_ms)
+/* embroker_wait with the lock held: true when req is done. */
+static bool wait_locked(embroker_t *eb, embroker_request *req, int timeout_ms)
 {
-    if (!eb || !req)
-        return EB_ERR_INVALID;
-    pthread_mutex_lock(&eb->mu);
     int64_t deadline = timeout_ms < 0 ? INT64_MAX : eb_now_us() + (int64_t)timeout_ms * 1000;
     /* pump reads whatever is queued before it sleeps, so a reply already here returns at once
      * without an up-front drain; only a zero timeout, which never reaches pump, needs it. */
@@ -1305,7 +1401,15 @@ eb_status embroker_wait(embroker_t *eb, embroker_request_t *req, int timeout_ms)
         int64_t left = timeout_ms < 0 ? 1000 : (deadline - now + 999) / 1000;
         pump(eb, (int)(left > 1000 ? 1000 : left));
     }
-    bool done = req->done;
+    return req->done;
+}
+
+eb_status embroker_wait(embroker_t *eb, embroker_request_t *req, int timeout_ms)
+{
+    if (!eb || !req)
+        return EB_ERR_INVALID;
+    pthread_mutex_lock(&eb->mu);
+    bool done = wait_locked(eb, req, timeout_ms);
     pthread_mutex_unlock(&eb->mu);
     return done ? EB_OK : EB_ERR_TIMEOUT;
 }
@@ -1443,8 +1547,9 @@ static eb_status finish_blocking(embroker_t *eb, embroker_request *r, eb_status 
         return submit_st;
     }
     *out = r;
-    if (embroker_wait(eb, r, eb->opt.timeout_ms) != EB_OK) {
-        pthread_mutex_lock(&eb->mu);
+    /* One lock for the wait and the bookkeeping after it. */
+    pthread_mutex_lock(&eb->mu);
+    if (!wait_locked(eb, r, eb->opt.timeout_ms)) {
         if (!r->done && pending_take(eb, r->id)) {
             eb_proto_msg m;
             eb_proto_msg_init(&m, EB_MSG_C_CANCEL);
@@ -1459,7 +1564,6 @@ static eb_status finish_blocking(embroker_t *eb, embroker_request *r, eb_status 
         pthread_mutex_unlock(&eb->mu);
         return EB_ERR_TIMEOUT;
     }
-    pthread_mutex_lock(&eb->mu);
     done_queue_remove(eb, r);
     r->reported = true;
     pthread_mutex_unlock(&eb->mu);
