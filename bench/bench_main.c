@@ -115,7 +115,7 @@ typedef struct client_job {
     bool force_inline;
     const char *floor_endpoint; /* non-NULL: talk to the floor relay instead */
     size_t floor_request_bytes;
-    eb_samples total, hash, copy, infer;
+    eb_samples total, hash, copy, infer, client_copy;
     pthread_barrier_t *start;
 } client_job;
 
@@ -151,6 +151,8 @@ static void embroker_one(embroker_t *eb, uint8_t *input, int i, client_job *job)
             eb_samples_add(&job->copy, t->copy_us);
         if (t->infer_us >= 0)
             eb_samples_add(&job->infer, t->infer_us);
+        if (t->client_copy_us >= 0)
+            eb_samples_add(&job->client_copy, t->client_copy_us);
     } else {
         job->total.errors++;
         if (job->total.errors <= 3)
@@ -194,6 +196,12 @@ static void *embroker_client(void *arg)
  * the ratio (1.36 to 1.71 for the same build), alternating spreads it over both. */
 static void free_job(client_job *job);
 
+/* Empty sample sets (the memory they pointed to belongs to someone else now, or to nobody). */
+static void samples_reset(client_job *job)
+{
+    job->total = job->hash = job->copy = job->infer = job->client_copy = (eb_samples){0};
+}
+
 typedef struct pair_job {
     client_job floor, embroker; /* settings and samples of each side */
     int rounds;
@@ -224,7 +232,7 @@ static void *pair_client(void *arg)
         fprintf(stderr, "bench client: %s\n", err);
     /* warm-up on both sides, not recorded */
     client_job scratch = job->embroker;
-    memset(&scratch.total, 0, 4 * sizeof(eb_samples));
+    samples_reset(&scratch);
     for (int i = 0; ok && i < 50; i++) {
         zmq_send(s, request, job->floor.floor_request_bytes, 0);
         zmq_recv(s, reply, sizeof reply, 0);
@@ -276,8 +284,8 @@ static void run_pairs(int clients, const pair_job *proto, client_job *floor_out,
     pthread_barrier_init(&phase, NULL, (unsigned)clients + 1);
     for (int i = 0; i < clients; i++) {
         jobs[i] = *proto;
-        memset(&jobs[i].floor.total, 0, 4 * sizeof(eb_samples));
-        memset(&jobs[i].embroker.total, 0, 4 * sizeof(eb_samples));
+        samples_reset(&jobs[i].floor);
+        samples_reset(&jobs[i].embroker);
         jobs[i].phase = &phase;
         pthread_create(&threads[i], NULL, pair_client, &jobs[i]);
     }
@@ -291,8 +299,8 @@ static void run_pairs(int clients, const pair_job *proto, client_job *floor_out,
         *floor_wall += (double)(t1 - t0) / 1e6;
         *embroker_wall += (double)(eb_now_us() - t1) / 1e6;
     }
-    memset(&floor_out->total, 0, 4 * sizeof(eb_samples));
-    memset(&embroker_out->total, 0, 4 * sizeof(eb_samples));
+    samples_reset(floor_out);
+    samples_reset(embroker_out);
     for (int i = 0; i < clients; i++) {
         pthread_join(threads[i], NULL);
         eb_samples_merge(&floor_out->total, &jobs[i].floor.total);
@@ -300,6 +308,7 @@ static void run_pairs(int clients, const pair_job *proto, client_job *floor_out,
         eb_samples_merge(&embroker_out->hash, &jobs[i].embroker.hash);
         eb_samples_merge(&embroker_out->copy, &jobs[i].embroker.copy);
         eb_samples_merge(&embroker_out->infer, &jobs[i].embroker.infer);
+        eb_samples_merge(&embroker_out->client_copy, &jobs[i].embroker.client_copy);
         free_job(&jobs[i].floor);
         free_job(&jobs[i].embroker);
     }
@@ -317,7 +326,7 @@ static double run_clients(int clients, client_job *proto, void *(*fn)(void *), c
     pthread_barrier_init(&start, NULL, (unsigned)clients + 1);
     for (int i = 0; i < clients; i++) {
         jobs[i] = *proto;
-        memset(&jobs[i].total, 0, 4 * sizeof(eb_samples));
+        samples_reset(&jobs[i]);
         jobs[i].start = &start;
         pthread_create(&threads[i], NULL, fn, &jobs[i]);
     }
@@ -326,12 +335,13 @@ static double run_clients(int clients, client_job *proto, void *(*fn)(void *), c
     for (int i = 0; i < clients; i++)
         pthread_join(threads[i], NULL);
     double wall = (double)(eb_now_us() - t0) / 1e6;
-    memset(&out->total, 0, 4 * sizeof(eb_samples));
+    samples_reset(out);
     for (int i = 0; i < clients; i++) {
         eb_samples_merge(&out->total, &jobs[i].total);
         eb_samples_merge(&out->hash, &jobs[i].hash);
         eb_samples_merge(&out->copy, &jobs[i].copy);
         eb_samples_merge(&out->infer, &jobs[i].infer);
+        eb_samples_merge(&out->client_copy, &jobs[i].client_copy);
     }
     pthread_barrier_destroy(&start);
     free(jobs);
@@ -352,6 +362,7 @@ static void free_job(client_job *job)
     eb_samples_free(&job->hash);
     eb_samples_free(&job->copy);
     eb_samples_free(&job->infer);
+    eb_samples_free(&job->client_copy);
 }
 
 static void add_latency_cols(eb_row *row, eb_samples *s, double wall)
@@ -494,13 +505,16 @@ static int cmd_transport(bench_env *env, const eb_config *cfg)
             snprintf(label, sizeof label, "%s %.2f MB", mode ? "inline" : "shm", (double)bytes / 1e6);
             eb_row_init(&rows[nrows], label);
             double total = p50_of(&result.total), hash = p50_of(&result.hash),
-                   copy = p50_of(&result.copy), infer = p50_of(&result.infer);
+                   copy = p50_of(&result.copy), infer = p50_of(&result.infer),
+                   copy_in = p50_of(&result.client_copy);
             eb_row_add(&rows[nrows], "n", (double)result.total.n);
             eb_row_add(&rows[nrows], "total_p50_us", total);
             eb_row_add(&rows[nrows], "hash_p50_us", hash);
+            eb_row_add(&rows[nrows], "copy_in_p50_us", copy_in);
             eb_row_add(&rows[nrows], "copy_p50_us", copy);
             eb_row_add(&rows[nrows], "handoff_us", total - (isnan(hash) ? 0 : hash) -
                                                        (isnan(copy) ? 0 : copy) -
+                                                       (isnan(copy_in) ? 0 : copy_in) -
                                                        (isnan(infer) ? 0 : infer));
             eb_row_add(&rows[nrows], "hash_us_per_MB", isnan(hash) ? NAN : hash / ((double)bytes / 1e6));
             nrows++;
@@ -508,12 +522,13 @@ static int cmd_transport(bench_env *env, const eb_config *cfg)
         }
     }
     stop_embroker(env);
-    char notes[512];
+    char notes[768];
     snprintf(notes, sizeof notes,
              "One client, %d sequential requests per row (p50 shown), identity model. handoff_us = "
-             "total - hash - copy - infer: the cost of moving the request and reply between "
-             "processes. copy = the worker's guarded copy out of the client's segment (shm) or "
-             "out of the received frame (inline).",
+             "total - hash - copy_in - copy - infer: the cost of moving the request and reply "
+             "between processes. copy_in = the client library's one copy of the caller's bytes "
+             "(into the segment, or into an inline frame); copy = the worker's guarded copy out "
+             "of the client's segment (shm) or out of the received frame (inline).",
              requests);
     write_results(env, "transport", "Transport: shared memory vs inline bytes", rows, nrows, notes);
     return 0;

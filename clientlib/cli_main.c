@@ -119,6 +119,7 @@ static void print_request(FILE *f, const embroker_request_t *req, char **labels,
     print_timing(f, "store_enqueue", t->store_enqueue_us, &first);
     print_timing(f, "total", t->total_us, &first);
     print_timing(f, "client_hash", t->client_hash_us, &first);
+    print_timing(f, "client_copy", t->client_copy_us, &first);
     print_timing(f, "client_total", t->client_total_us, &first);
     fprintf(f, "}, \"results\": [");
     for (size_t i = 0; i < embroker_request_count(req); i++) {
@@ -295,7 +296,8 @@ static void print_scan_table(FILE *f, const embroker_request_t *req, const char 
     struct {
         const char *name;
         int64_t us;
-    } stages[] = {{"client hash", t->client_hash_us}, {"hash", t->hash_us},
+    } stages[] = {{"client hash", t->client_hash_us}, {"client copy", t->client_copy_us},
+                  {"hash", t->hash_us},
                   {"cache", t->cache_us},             {"queue", t->queue_us},
                   {"copy", t->copy_us},               {"decode", t->decode_us},
                   {"preprocess", t->preprocess_us},   {"infer", t->infer_us},

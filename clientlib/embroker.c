@@ -1202,7 +1202,7 @@ static eb_status submit_locked(embroker_t *eb, const embroker_input_t *inputs, s
     r->op = spec->op;
     r->want_embedding = spec->options.return_embedding;
     bool want_shm = eb->reg == REG_OK && !spec->force_inline;
-    int64_t hash_us = 0;
+    int64_t hash_us = 0, copy_us = 0;
     eb_status st = EB_OK;
     for (size_t i = 0; i < n; i++) {
         const embroker_input_t *in = &inputs[i];
@@ -1268,7 +1268,9 @@ static eb_status submit_locked(embroker_t *eb, const embroker_input_t *inputs, s
             char serr[256];
             eb_status a = shm_alloc(eb, in->len, &r->refs[r->n_refs], &dst, serr, sizeof serr);
             if (a == EB_OK) {
+                int64_t c0 = eb_now_us();
                 memcpy(dst, in->bytes, in->len);
+                copy_us += eb_now_us() - c0;
                 p->source = EB_SOURCE_SHM;
                 p->seg = eb->seg_id;
                 p->epoch = r->refs[r->n_refs].epoch;
@@ -1303,7 +1305,9 @@ static eb_status submit_locked(embroker_t *eb, const embroker_input_t *inputs, s
                 st = EB_ERR_NOMEM;
                 goto fail;
             }
+            int64_t c0 = eb_now_us();
             memcpy(zmq_msg_data(&frames[n_frames]), in->bytes, in->len);
+            copy_us += eb_now_us() - c0;
             p->source = EB_SOURCE_INLINE;
             p->frame = (uint32_t)n_frames;
             p->len = in->len;
@@ -1330,8 +1334,9 @@ static eb_status submit_locked(embroker_t *eb, const embroker_input_t *inputs, s
         free(frames);
         free(pin);
     }
-    r->timings = (embroker_timings_t){-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+    r->timings = (embroker_timings_t){-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
     r->timings.client_hash_us = spec->client_hash && n ? hash_us : -1;
+    r->timings.client_copy_us = n ? copy_us : -1;
     pending_insert(eb, r);
     r->next = eb->all;
     if (eb->all)

@@ -131,6 +131,9 @@ typedef struct embroker_timings {
     int64_t search_us;         /* scan: the pgvector search */
     int64_t store_enqueue_us;  /* scan with store, store: spooling the row */
     int64_t client_hash_us;    /* hashing the inputs in this library before sending */
+    int64_t client_copy_us;    /* copying the inputs into the shared-memory segment or into
+                                  inline frames in this library (the caller's bytes are always
+                                  copied once: embroker never keeps the caller's pointers) */
 } embroker_timings_t;
 
 /* Options of scan and store requests (embroker_submit_scan / embroker_submit_store). Fill with

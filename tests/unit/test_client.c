@@ -322,6 +322,7 @@ static void test_scan_request_on_the_wire(void **state)
     assert_int_equal(t->total_us, 5000);
     assert_int_equal(t->queue_us, -1);
     assert_true(t->client_hash_us >= 0);
+    assert_true(t->client_copy_us >= 0); /* the library copied the input once */
     /* no embeddings asked: dims known, no vector, no protocol error */
     const embroker_result_t *r0 = embroker_request_result(req, 0);
     assert_int_equal(r0->status, EB_OK);
