@@ -202,6 +202,16 @@ static void samples_reset(client_job *job)
     job->total = job->hash = job->copy = job->infer = job->client_copy = (eb_samples){0};
 }
 
+/* Move every sample of `from` into `into`. */
+static void samples_merge_job(client_job *into, client_job *from)
+{
+    eb_samples_merge(&into->total, &from->total);
+    eb_samples_merge(&into->hash, &from->hash);
+    eb_samples_merge(&into->copy, &from->copy);
+    eb_samples_merge(&into->infer, &from->infer);
+    eb_samples_merge(&into->client_copy, &from->client_copy);
+}
+
 typedef struct pair_job {
     client_job floor, embroker; /* settings and samples of each side */
     int rounds;
@@ -303,12 +313,8 @@ static void run_pairs(int clients, const pair_job *proto, client_job *floor_out,
     samples_reset(embroker_out);
     for (int i = 0; i < clients; i++) {
         pthread_join(threads[i], NULL);
-        eb_samples_merge(&floor_out->total, &jobs[i].floor.total);
-        eb_samples_merge(&embroker_out->total, &jobs[i].embroker.total);
-        eb_samples_merge(&embroker_out->hash, &jobs[i].embroker.hash);
-        eb_samples_merge(&embroker_out->copy, &jobs[i].embroker.copy);
-        eb_samples_merge(&embroker_out->infer, &jobs[i].embroker.infer);
-        eb_samples_merge(&embroker_out->client_copy, &jobs[i].embroker.client_copy);
+        samples_merge_job(floor_out, &jobs[i].floor);
+        samples_merge_job(embroker_out, &jobs[i].embroker);
         free_job(&jobs[i].floor);
         free_job(&jobs[i].embroker);
     }
@@ -336,13 +342,8 @@ static double run_clients(int clients, client_job *proto, void *(*fn)(void *), c
         pthread_join(threads[i], NULL);
     double wall = (double)(eb_now_us() - t0) / 1e6;
     samples_reset(out);
-    for (int i = 0; i < clients; i++) {
-        eb_samples_merge(&out->total, &jobs[i].total);
-        eb_samples_merge(&out->hash, &jobs[i].hash);
-        eb_samples_merge(&out->copy, &jobs[i].copy);
-        eb_samples_merge(&out->infer, &jobs[i].infer);
-        eb_samples_merge(&out->client_copy, &jobs[i].client_copy);
-    }
+    for (int i = 0; i < clients; i++)
+        samples_merge_job(out, &jobs[i]);
     pthread_barrier_destroy(&start);
     free(jobs);
     free(threads);
