@@ -11,8 +11,8 @@
  * with the timeout and then asks every socket again. Here each socket is asked once before
  * sleeping (that also processes its pending commands, which is what re-arms its ZMQ_FD), the
  * sleep is one poll(), and afterwards only the sockets whose ZMQ_FD fired are asked again. Each
- * question costs libzmq two syscalls; at two loop passes per request that was a fifth of the
- * broker's syscalls.
+ * question costs libzmq two syscalls; at about two loop passes per request this saves about five
+ * of the broker's sixty syscalls per request (strace -c, one client).
  */
 #include "eb_loop.h"
 
